@@ -1,0 +1,6 @@
+"""streammoe: streaming online learning with a mixture of drift-adaptive experts."""
+__version__ = "0.1.0"
+
+from .model import DriftMoE  # noqa: E402
+
+__all__ = ["DriftMoE", "__version__"]

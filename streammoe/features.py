@@ -1,0 +1,121 @@
+"""Feature and label bookkeeping shared by every model: validation, growth, imputation.
+
+Why a separate module: the model, the daemon's decoder and the replay readers all need the
+same rules for what a valid event is, and the same answer to "which column is feature f".
+
+Rules (documented in the README):
+- feature values must be real numbers (int, float, bool or NumPy scalars); NaN, inf,
+  strings, None and containers raise ``ValueError`` naming the feature;
+- columns are assigned when a feature is first *learned*; several new features in one event
+  are ordered by name so that the key order of a dict never changes a result;
+- a missing feature is imputed with the running mean of that feature over learned events
+  (0.0 before any value was seen); features never learned are ignored at prediction.
+- labels must be int, str or bool (NumPy scalars are converted); new labels may appear anytime.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any, Hashable, Iterable, Mapping
+
+import numpy as np
+
+
+def check_value(name: Hashable, value: Any) -> float:
+    """Return ``value`` as a finite float or raise ``ValueError`` naming the feature."""
+    if isinstance(value, (bool, np.bool_)):
+        return float(value)
+    if not isinstance(value, numbers.Real):
+        raise ValueError(f"feature {name!r} has non-numeric value {value!r} ({type(value).__name__})")
+    v = float(value)
+    if not math.isfinite(v):
+        raise ValueError(f"feature {name!r} is {v!r}; features must be finite numbers")
+    return v
+
+
+def check_features(x: Mapping) -> None:
+    """Validate every value of ``x`` (raises ``ValueError`` naming the first bad feature)."""
+    if not isinstance(x, Mapping):
+        raise ValueError(f"x must be a dict of feature -> number, got {type(x).__name__}")
+    for name, value in x.items():
+        check_value(name, value)
+
+
+def normalise_label(y: Any) -> int | str | bool:
+    """Turn NumPy scalars into Python ones; refuse label types that cannot be stored faithfully."""
+    if isinstance(y, np.generic):
+        y = y.item()
+    if isinstance(y, (bool, int, str)):
+        return y
+    raise ValueError(f"label {y!r} has type {type(y).__name__}; labels must be int, str or bool")
+
+
+def _order_key(name: Hashable):
+    return (type(name).__name__, repr(name))
+
+
+class FeatureSpace:
+    """Maps feature names to columns and keeps per-column running means for imputation."""
+
+    def __init__(self):
+        self.names: list = []
+        self.index: dict = {}
+        self.sums = np.zeros(0)
+        self.counts = np.zeros(0)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def register(self, x: Iterable[Hashable]) -> int:
+        """Add columns for features not seen before; returns how many were added."""
+        new = [k for k in x if k not in self.index]
+        if not new:
+            return 0
+        for k in sorted(new, key=_order_key):
+            self.index[k] = len(self.names)
+            self.names.append(k)
+        self.sums = np.concatenate([self.sums, np.zeros(len(new))])
+        self.counts = np.concatenate([self.counts, np.zeros(len(new))])
+        return len(new)
+
+    def means(self) -> np.ndarray:
+        return np.divide(self.sums, self.counts, out=np.zeros_like(self.sums), where=self.counts > 0)
+
+    def vector(self, x: Mapping) -> np.ndarray:
+        """Dense float64 vector: known features from ``x``, running means for the missing ones."""
+        v = self.means()
+        index = self.index
+        for k, value in x.items():
+            j = index.get(k)
+            if j is not None:
+                v[j] = check_value(k, value)
+        return v
+
+    def observe(self, x: Mapping) -> None:
+        """Update the running means with the features present in ``x`` (call once per learned event)."""
+        index = self.index
+        for k, value in x.items():
+            j = index[k]
+            self.sums[j] += float(value)
+            self.counts[j] += 1.0
+
+
+class LabelSpace:
+    """Maps labels (int/str/bool) to class indices in order of first appearance."""
+
+    def __init__(self):
+        self.classes: list = []
+        self.index: dict = {}
+
+    def __len__(self) -> int:
+        return len(self.classes)
+
+    def add(self, y) -> tuple[int, bool]:
+        """Index of ``y`` and whether it is new."""
+        y = normalise_label(y)
+        i = self.index.get(y)
+        if i is not None:
+            return i, False
+        self.index[y] = len(self.classes)
+        self.classes.append(y)
+        return len(self.classes) - 1, True

@@ -1,0 +1,406 @@
+"""DriftMoE as a river classifier: a router co-trained online with a pool of experts.
+
+Reference behaviour (DriftMoE, Aspis et al. 2025) — see ``shared/design.md`` §2:
+
+* **data mode** (default): ``n_experts`` multi-class Hoeffding trees.  For every labelled
+  event the router's weights ``softmax(logits / temperature)`` pick the top-``top_k``
+  experts, which learn the event.  Every expert's prediction (made *before* learning) gives
+  the multi-hot target "which experts were right"; if none was right, the expert with the
+  highest probability for the true class is marked.  The router takes one Adam step on
+  BCE-with-logits over each window of ``window`` learned events, so it is frozen inside a
+  window — which is what lets the fast engine batch the router's forward pass exactly.
+* **task mode**: one binary one-vs-rest tree per class (a new class grows a new expert);
+  all experts learn every event; the router learns every event with a one-hot target on
+  the expert that correctly says "mine" (the true class's expert when none does).
+
+Prediction is the top expert's answer (``combine='top1'``) or the router-weighted mixture
+of the top-k experts' probabilities (``combine='mixture'``).  In data mode an expert that
+has not learned anything yet answers with the running class prior instead of nothing.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+from river import base
+
+from . import __version__
+from .features import FeatureSpace, LabelSpace, check_features, normalise_label
+from .pools import ExpertPool, make_pool, pool_from_parts
+from .routers.mlp import MLPRouter, softmax
+from .state.codec import pack_arrays, pack_json, unpack_arrays, unpack_json
+
+FORMAT = "streammoe/driftmoe@1"
+MODES = ("data", "task")
+COMBINES = ("top1", "mixture")
+
+
+def _top_k(w: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the k largest weights, largest first, ties broken by the lower index."""
+    return np.argsort(-w, kind="stable")[:k]
+
+
+class DriftMoE(base.MiniBatchClassifier):
+    """Mixture of drift-adaptive experts with an online neural router.
+
+    Parameters
+    ----------
+    mode
+        ``'data'`` (experts are data regimes, top-k learn) or ``'task'`` (one-vs-rest expert per class).
+    n_experts
+        Pool size in data mode (task mode has one expert per class seen).
+    top_k
+        Experts that learn each event in data mode; also the size of the ``'mixture'`` combination.
+    hidden
+        Width of the router's first hidden layer (the second has ``hidden // 2``).
+    lr
+        Adam learning rate of the router.
+    window
+        Learned events per router update in data mode.
+    temperature
+        Softmax temperature applied to the router's logits.
+    grace_period, delta
+        Hoeffding-tree parameters of the tree experts.
+    seed
+        Seeds the router's initialisation and dropout; equal seeds and streams give equal results.
+    engine
+        ``'river'`` (river's HoeffdingTreeClassifier experts, the reference) or ``'numba'``
+        (array-based trees and compiled loops, same algorithm) or ``'auto'`` (numba when available).
+    combine
+        ``'top1'`` (reference) or ``'mixture'``.
+    """
+
+    _multiclass = True
+
+    def __init__(self, mode: str = "data", n_experts: int = 12, top_k: int = 3, hidden: int = 256,
+                 lr: float = 2e-3, window: int = 256, temperature: float = 0.8, grace_period: int = 50,
+                 delta: float = 1e-7, seed: int = 42, engine: str = "river", combine: str = "top1"):
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        if combine not in COMBINES:
+            raise ValueError(f"combine must be one of {COMBINES}, got {combine!r}")
+        if n_experts < 1 or top_k < 1 or window < 1 or hidden < 2:
+            raise ValueError("n_experts, top_k, window must be >= 1 and hidden >= 2")
+        if temperature <= 0:
+            raise ValueError("temperature must be > 0")
+        self.mode = mode
+        self.n_experts = n_experts
+        self.top_k = top_k
+        self.hidden = hidden
+        self.lr = lr
+        self.window = window
+        self.temperature = temperature
+        self.grace_period = grace_period
+        self.delta = delta
+        self.seed = seed
+        self.engine = engine
+        self.combine = combine
+        self._reset()
+
+    # ------------------------------------------------------------------ construction
+    def _reset(self) -> None:
+        self._features = FeatureSpace()
+        self._labels = LabelSpace()
+        n0 = self.n_experts if self.mode == "data" else 0
+        self._pool: ExpertPool = make_pool(self.engine, n0, binary=self.mode == "task",
+                                           grace_period=self.grace_period, delta=self.delta)
+        self._router = MLPRouter(0, n0, hidden=self.hidden, lr=self.lr, seed=self.seed)
+        self._class_counts = np.zeros(0)
+        self._usage = np.zeros(n0, dtype=np.int64)
+        self._expert_seen = np.zeros(n0, dtype=np.int64)
+        self._expert_correct = np.zeros(n0, dtype=np.int64)
+        self._win_x: list[np.ndarray] = []
+        self._win_m: list[np.ndarray] = []
+        self._dirty: set[str] = set()
+        self.n_learned_ = 0
+        self.router_steps_ = 0
+        self.last_expert: int | None = None
+        self.drift_log: list[dict] = []
+
+    @classmethod
+    def _unit_test_params(cls):
+        yield {"hidden": 16, "window": 16}
+        yield {"mode": "task", "hidden": 16}
+
+    @property
+    def _is_stochastic(self):
+        return True
+
+    # ------------------------------------------------------------------ introspection
+    @property
+    def n_experts_(self) -> int:
+        return self._pool.n
+
+    @property
+    def classes_(self) -> list:
+        return list(self._labels.classes)
+
+    @property
+    def features_(self) -> list:
+        return list(self._features.names)
+
+    def expert_usage(self) -> np.ndarray:
+        """How often each expert was the router's top choice on a learned event."""
+        return self._usage.copy()
+
+    def expert_accuracy(self) -> np.ndarray:
+        """Prequential accuracy of each expert's own predictions (NaN before it was scored)."""
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return self._expert_correct / np.where(self._expert_seen > 0, self._expert_seen, np.nan)
+
+    def router_weights(self, x: dict) -> np.ndarray:
+        """The router's softmax weights over the experts for ``x``."""
+        check_features(x)
+        return self._weights(self._features.vector(x))
+
+    def describe(self) -> dict:
+        acc = self.expert_accuracy()
+        return {
+            "model": "DriftMoE", "params": self._get_params(), "n_learned": self.n_learned_,
+            "n_experts": self.n_experts_, "classes": [_jsonable(c) for c in self.classes_],
+            "n_features": len(self._features), "router_steps": self.router_steps_,
+            "experts": [
+                {"index": e, "kind": self._pool.kind(e), "usage": int(self._usage[e]),
+                 "accuracy": None if np.isnan(acc[e]) else float(acc[e]), "frozen": self._pool.frozen(e)}
+                for e in range(self.n_experts_)
+            ],
+        }
+
+    # ------------------------------------------------------------------ core
+    def _weights(self, xv: np.ndarray) -> np.ndarray:
+        return softmax(self._router.logits(xv[None, :]), self.temperature)[0]
+
+    def _prior(self) -> np.ndarray:
+        total = self._class_counts.sum()
+        return self._class_counts / total if total > 0 else self._class_counts
+
+    def _answer(self, xv: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, int]:
+        """Class probabilities and the answering expert for one event."""
+        C = len(self._labels)
+        top1 = int(np.argmax(w))
+        if self.mode == "task":
+            if self.combine == "top1":
+                return w.copy(), top1
+            mine = np.array([self._pool.predict(e, xv, 2)[1] for e in range(self._pool.n)])
+            p = w * mine
+            return (p / p.sum() if p.sum() > 0 else w.copy()), top1
+        if self.combine == "top1":
+            p = self._pool.predict(top1, xv, C)
+        else:
+            p = np.zeros(C)
+            for e in _top_k(w, self.top_k):
+                p += w[e] * self._pool.predict(e, xv, C)
+        s = p.sum()
+        return (p / s if s > 0 else self._prior()), top1
+
+    def predict_proba_one(self, x: dict) -> dict:
+        check_features(x)
+        if not self._labels.classes:
+            return {}
+        xv = self._features.vector(x)
+        p, self.last_expert = self._answer(xv, self._weights(xv))
+        return dict(zip(self._labels.classes, p.tolist()))
+
+    def predict_one(self, x: dict, **kwargs) -> Any:
+        proba = self.predict_proba_one(x)
+        if not proba:
+            return None
+        return max(proba, key=proba.get)
+
+    def learn_one(self, x: dict, y: Any) -> None:
+        check_features(x)
+        y = normalise_label(y)
+        n_new = self._features.register(x)
+        if n_new:
+            self._router.add_inputs(n_new)
+            self._win_x = [np.concatenate([r, np.zeros(n_new)]) for r in self._win_x]
+        yi, is_new = self._labels.add(y)
+        if is_new:
+            self._class_counts = np.append(self._class_counts, 0.0)
+            if self.mode == "task":
+                self._grow_expert()
+        xv = self._features.vector(x)
+        self._features.observe(x)
+        self._class_counts[yi] += 1.0
+        if self.mode == "data":
+            self._learn_data(xv, yi)
+        else:
+            self._learn_task(xv, yi)
+        self.n_learned_ += 1
+        self._dirty.update(("meta", "stats"))
+
+    def _grow_expert(self) -> None:
+        self._pool.add_expert()
+        self._router.add_outputs(1)
+        for name in ("_usage", "_expert_seen", "_expert_correct"):
+            setattr(self, name, np.append(getattr(self, name), 0))
+        self._win_m = [np.append(m, 0.0) for m in self._win_m]
+
+    def _score_experts(self, P: np.ndarray, yi: int) -> np.ndarray:
+        """Multi-hot mask of experts whose prediction equals ``yi``; also updates their accuracy."""
+        known = P.sum(axis=1) > 0
+        correct = known & (np.argmax(P, axis=1) == yi)
+        self._expert_seen += 1
+        self._expert_correct += correct
+        mask = correct.astype(np.float64)
+        if not correct.any():
+            mask[int(np.argmax(P[:, yi]))] = 1.0
+        return mask
+
+    def _learn_data(self, xv: np.ndarray, yi: int) -> None:
+        C = len(self._labels)
+        w = self._weights(xv)
+        P = np.stack([self._pool.predict(e, xv, C) for e in range(self._pool.n)])
+        self._usage[int(np.argmax(w))] += 1
+        mask = self._score_experts(P, yi)
+        for e in _top_k(w, self.top_k):
+            self._pool.learn(int(e), xv, yi)
+            self._dirty.add(f"expert/{int(e)}")
+        self._win_x.append(xv)
+        self._win_m.append(mask)
+        self._dirty.add("window")
+        if len(self._win_x) >= self.window:
+            self._train_router()
+
+    def _learn_task(self, xv: np.ndarray, yi: int) -> None:
+        w = self._weights(xv)
+        P = np.stack([self._pool.predict(e, xv, 2) for e in range(self._pool.n)])
+        self._usage[int(np.argmax(w))] += 1
+        says_mine = (P.sum(axis=1) > 0) & (P[:, 1] > P[:, 0])
+        self._expert_seen += 1
+        self._expert_correct += says_mine == (np.arange(self._pool.n) == yi)
+        mask = np.zeros(self._pool.n)
+        mask[yi] = 1.0  # the true class's expert: it either said "mine" or is the fallback target
+        for e in range(self._pool.n):
+            self._pool.learn(e, xv, int(e == yi))
+            self._dirty.add(f"expert/{e}")
+        self._win_x.append(xv)
+        self._win_m.append(mask)
+        self._train_router()
+
+    def _train_router(self) -> None:
+        self._router.train_step(np.stack(self._win_x), np.stack(self._win_m))
+        self.router_steps_ += 1
+        self._win_x.clear()
+        self._win_m.clear()
+        self._dirty.update(("router", "window"))
+
+    # ------------------------------------------------------------------ mini-batches
+    def learn_many(self, X, y) -> None:
+        """Learn the rows of a pandas frame in order (NaN cells are missing features)."""
+        for x, target in zip(_rows(X), y):
+            self.learn_one(x, target)
+
+    def predict_proba_many(self, X):
+        import pandas as pd
+
+        rows = [self.predict_proba_one(x) for x in _rows(X)]
+        return pd.DataFrame(rows, index=X.index, columns=self.classes_).fillna(0.0)
+
+    def predict_many(self, X):
+        import pandas as pd
+
+        return pd.Series([self.predict_one(x) for x in _rows(X)], index=X.index, dtype=object)
+
+    # ------------------------------------------------------------------ state
+    def state_parts(self) -> dict[str, bytes]:
+        """Every part of the model as bytes (no pickle): meta, stats, router, window, experts."""
+        parts = {"meta": self._meta_blob(), "stats": self._stats_blob(), "router": self._router.to_state(),
+                 "window": self._window_blob()}
+        parts.update(self._pool.to_parts())
+        return parts
+
+    def dirty_parts(self) -> dict[str, bytes]:
+        """Only the parts changed since :meth:`mark_clean` (the daemon writes just these)."""
+        every = {"meta": self._meta_blob, "stats": self._stats_blob, "router": self._router.to_state,
+                 "window": self._window_blob}
+        out = {}
+        for name in sorted(self._dirty):
+            if name in every:
+                out[name] = every[name]()
+            elif name.startswith("expert/"):
+                out[name] = self._pool.part(int(name.split("/", 1)[1]))
+        return out
+
+    def mark_clean(self) -> None:
+        self._dirty.clear()
+
+    def _meta_blob(self) -> bytes:
+        return pack_json({
+            "format": FORMAT, "version": __version__, "params": self._get_params(),
+            "classes": [_jsonable(c) for c in self._labels.classes],
+            "features": [_jsonable(f) for f in self._features.names],
+            "n_learned": self.n_learned_, "router_steps": self.router_steps_,
+            "n_experts": self._pool.n, "pool": self._pool.meta(), "drift_log": self.drift_log,
+        })
+
+    def _stats_blob(self) -> bytes:
+        return pack_arrays({
+            "feature_sums": self._features.sums, "feature_counts": self._features.counts,
+            "class_counts": self._class_counts, "usage": self._usage,
+            "expert_seen": self._expert_seen, "expert_correct": self._expert_correct,
+        })
+
+    def _window_blob(self) -> bytes:
+        d, E = len(self._features), self._pool.n
+        X = np.stack(self._win_x) if self._win_x else np.zeros((0, d))
+        M = np.stack(self._win_m) if self._win_m else np.zeros((0, E))
+        return pack_arrays({"X": X, "M": M})
+
+    @classmethod
+    def from_parts(cls, parts: dict[str, bytes]) -> "DriftMoE":
+        """Rebuild a model from :meth:`state_parts`; it continues exactly where it stopped."""
+        meta = unpack_json(parts["meta"])
+        if meta.get("format") != FORMAT:
+            raise ValueError(f"not a DriftMoE state (format {meta.get('format')!r}, expected {FORMAT!r})")
+        model = cls(**meta["params"])
+        model._labels = LabelSpace()
+        for c in meta["classes"]:
+            model._labels.add(c)
+        model._features = FeatureSpace()
+        for f in meta["features"]:
+            model._features.index[f] = len(model._features.names)
+            model._features.names.append(f)
+        stats = unpack_arrays(parts["stats"])
+        model._features.sums, model._features.counts = stats["feature_sums"], stats["feature_counts"]
+        model._class_counts = stats["class_counts"]
+        model._usage, model._expert_seen = stats["usage"], stats["expert_seen"]
+        model._expert_correct = stats["expert_correct"]
+        model._router = MLPRouter.from_state(parts["router"])
+        win = unpack_arrays(parts["window"])
+        model._win_x, model._win_m = list(win["X"]), list(win["M"])
+        model._pool = pool_from_parts(meta["pool"], parts)
+        model.n_learned_, model.router_steps_ = meta["n_learned"], meta["router_steps"]
+        model.drift_log = meta["drift_log"]
+        return model
+
+    def save(self, target: "str | os.PathLike | Any", name: str = "model") -> None:
+        """Save to a directory path (file store) or any :class:`~streammoe.state.StateStore`."""
+        _as_store(target).write(name, self.state_parts())
+        self.mark_clean()
+
+    @classmethod
+    def load(cls, source: "str | os.PathLike | Any", name: str = "model") -> "DriftMoE":
+        return cls.from_parts(_as_store(source).read(name))
+
+
+def _as_store(target):
+    from .state.file import FileStore
+
+    if isinstance(target, (str, os.PathLike)):
+        return FileStore(target)
+    return target
+
+
+def _jsonable(value):
+    if isinstance(value, (bool, int, str, float)) or value is None:
+        return value
+    raise ValueError(f"{value!r} ({type(value).__name__}) cannot be saved; use str or int names/labels")
+
+
+def _rows(X):
+    """Rows of a pandas frame as dicts, dropping NaN cells (pandas' marker for 'missing')."""
+    cols = list(X.columns)
+    for values in X.itertuples(index=False, name=None):
+        yield {c: v for c, v in zip(cols, values) if not (isinstance(v, float) and v != v)}

@@ -1,0 +1,4 @@
+"""Routers that weigh experts per event."""
+from .mlp import MLPRouter, softmax
+
+__all__ = ["MLPRouter", "softmax"]

@@ -1,0 +1,177 @@
+"""The DriftMoE router: a small MLP ``d -> hidden -> hidden/2 -> E`` trained online.
+
+Written in NumPy (float64) rather than torch because the router must *grow* while the
+stream runs (new features add input columns, new classes add experts in task mode), its
+state must serialise without pickle, and its forward pass over a frozen window must be a
+single batched matrix product.  The maths is the reference model's: ReLU, dropout 0.2
+during training, Xavier-uniform init, BCE-with-logits against a multi-hot target, Adam
+(torch's update rule, bias-corrected).  ``tests/test_router.py`` checks the gradients and
+the Adam step against torch autograd.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..state.codec import pack_arrays, unpack_arrays
+
+_LAYERS = ("W1", "b1", "W2", "b2", "W3", "b3")
+
+
+def _xavier(rng: np.random.Generator, fan_out: int, fan_in: int) -> np.ndarray:
+    bound = np.sqrt(6.0 / (fan_in + fan_out)) if fan_in + fan_out else 0.0
+    return rng.uniform(-bound, bound, size=(fan_out, fan_in))
+
+
+def softmax(z: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """Row-wise softmax of ``z / temperature`` (numerically stable)."""
+    z = np.asarray(z, dtype=np.float64) / temperature
+    z = z - z.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+class MLPRouter:
+    """Online MLP router.  ``logits`` is pure (no state change); ``train_step`` is one Adam step."""
+
+    def __init__(self, n_inputs: int, n_outputs: int, hidden: int = 256, lr: float = 2e-3,
+                 dropout: float = 0.2, seed: int = 42, betas=(0.9, 0.999), eps: float = 1e-8):
+        self.hidden, self.lr, self.dropout = int(hidden), float(lr), float(dropout)
+        self.beta1, self.beta2, self.eps = float(betas[0]), float(betas[1]), float(eps)
+        self.rng = np.random.Generator(np.random.PCG64(seed))
+        h1, h2 = self.hidden, max(1, self.hidden // 2)
+        self.params = {
+            "W1": _xavier(self.rng, h1, n_inputs), "b1": np.zeros(h1),
+            "W2": _xavier(self.rng, h2, h1), "b2": np.zeros(h2),
+            "W3": _xavier(self.rng, n_outputs, h2), "b3": np.zeros(n_outputs),
+        }
+        self.m = {k: np.zeros_like(v) for k, v in self.params.items()}
+        self.v = {k: np.zeros_like(v) for k, v in self.params.items()}
+        self.steps = 0
+
+    # -- shape -------------------------------------------------------------------------
+    @property
+    def n_inputs(self) -> int:
+        return self.params["W1"].shape[1]
+
+    @property
+    def n_outputs(self) -> int:
+        return self.params["W3"].shape[0]
+
+    def add_inputs(self, k: int) -> None:
+        """Add ``k`` input columns (new features), Xavier-drawn for the new fan-in; moments start at 0."""
+        if k <= 0:
+            return
+        p = self.params
+        new = _xavier(self.rng, p["W1"].shape[0], self.n_inputs + k)[:, :k]
+        p["W1"] = np.ascontiguousarray(np.concatenate([p["W1"], new], axis=1))
+        for buf in (self.m, self.v):
+            buf["W1"] = np.concatenate([buf["W1"], np.zeros((p["W1"].shape[0], k))], axis=1)
+
+    def add_outputs(self, k: int) -> None:
+        """Add ``k`` experts (task mode grows one per new class)."""
+        if k <= 0:
+            return
+        p = self.params
+        new = _xavier(self.rng, self.n_outputs + k, p["W3"].shape[1])[:k]
+        p["W3"] = np.concatenate([p["W3"], new], axis=0)
+        p["b3"] = np.concatenate([p["b3"], np.zeros(k)])
+        for buf in (self.m, self.v):
+            buf["W3"] = np.concatenate([buf["W3"], np.zeros((k, p["W3"].shape[1]))], axis=0)
+            buf["b3"] = np.concatenate([buf["b3"], np.zeros(k)])
+
+    # -- forward -----------------------------------------------------------------------
+    def logits(self, X: np.ndarray) -> np.ndarray:
+        """Evaluation-mode logits (no dropout) for a batch ``X`` of shape ``(n, n_inputs)``."""
+        p = self.params
+        h = np.maximum(X @ p["W1"].T + p["b1"], 0.0)
+        h = np.maximum(h @ p["W2"].T + p["b2"], 0.0)
+        return h @ p["W3"].T + p["b3"]
+
+    # -- learning ----------------------------------------------------------------------
+    def _dropout_mask(self, shape) -> np.ndarray:
+        if self.dropout <= 0.0:
+            return np.ones(shape)
+        keep = 1.0 - self.dropout
+        return (self.rng.random(shape) < keep) / keep
+
+    def gradients(self, X: np.ndarray, M: np.ndarray, masks=None):
+        """Loss and gradients of mean BCE-with-logits(logits(X) with dropout, M).
+
+        ``masks`` (two dropout masks) may be given to make the computation reproducible
+        outside the router (the torch cross-check); otherwise they are drawn from the router's RNG.
+        """
+        p = self.params
+        n = X.shape[0]
+        if masks is None:
+            masks = (self._dropout_mask((n, p["W1"].shape[0])), self._dropout_mask((n, p["W2"].shape[0])))
+        d1, d2 = masks
+        a1 = X @ p["W1"].T + p["b1"]
+        h1 = np.maximum(a1, 0.0) * d1
+        a2 = h1 @ p["W2"].T + p["b2"]
+        h2 = np.maximum(a2, 0.0) * d2
+        z = h2 @ p["W3"].T + p["b3"]
+        # BCE with logits, mean over all n*E entries (torch's default reduction)
+        loss = float(np.mean(np.maximum(z, 0) - z * M + np.log1p(np.exp(-np.abs(z)))))
+        gz = (1.0 / (1.0 + np.exp(-z)) - M) / z.size
+        g = {"W3": gz.T @ h2, "b3": gz.sum(axis=0)}
+        gh2 = (gz @ p["W3"]) * d2 * (a2 > 0)
+        g["W2"], g["b2"] = gh2.T @ h1, gh2.sum(axis=0)
+        gh1 = (gh2 @ p["W2"]) * d1 * (a1 > 0)
+        g["W1"], g["b1"] = gh1.T @ X, gh1.sum(axis=0)
+        return loss, g
+
+    def train_step(self, X: np.ndarray, M: np.ndarray) -> float:
+        """One Adam step on the window ``(X, M)``; returns the loss before the step."""
+        X = np.asarray(X, dtype=np.float64)
+        M = np.asarray(M, dtype=np.float64)
+        if X.shape[0] == 0:
+            return 0.0
+        loss, grads = self.gradients(X, M)
+        self.apply_gradients(grads)
+        return loss
+
+    def apply_gradients(self, grads) -> None:
+        self.steps += 1
+        t = self.steps
+        c1 = 1.0 - self.beta1 ** t
+        c2 = 1.0 - self.beta2 ** t
+        for k in _LAYERS:
+            g = grads[k]
+            m = self.m[k]
+            v = self.v[k]
+            m *= self.beta1
+            m += (1.0 - self.beta1) * g
+            v *= self.beta2
+            v += (1.0 - self.beta2) * g * g
+            self.params[k] -= self.lr * (m / c1) / (np.sqrt(v / c2) + self.eps)
+
+    # -- state -------------------------------------------------------------------------
+    def to_state(self) -> bytes:
+        arrays = {f"p_{k}": v for k, v in self.params.items()}
+        arrays.update({f"m_{k}": v for k, v in self.m.items()})
+        arrays.update({f"v_{k}": v for k, v in self.v.items()})
+        rng_state = self.rng.bit_generator.state["state"]
+        arrays["hyper"] = np.array([self.hidden, self.lr, self.dropout, self.beta1, self.beta2, self.eps], dtype=np.float64)
+        arrays["steps"] = np.array([self.steps], dtype=np.int64)
+        # PCG64 state is two 128-bit integers; store them as decimal strings in a uint8 array.
+        arrays["rng"] = np.frombuffer(f"{rng_state['state']}:{rng_state['inc']}".encode(), dtype=np.uint8)
+        return pack_arrays(arrays)
+
+    @classmethod
+    def from_state(cls, blob: bytes) -> "MLPRouter":
+        a = unpack_arrays(blob)
+        hidden, lr, dropout, b1, b2, eps = a["hyper"].tolist()
+        router = cls.__new__(cls)
+        router.hidden, router.lr, router.dropout = int(hidden), lr, dropout
+        router.beta1, router.beta2, router.eps = b1, b2, eps
+        router.params = {k: a[f"p_{k}"].copy() for k in _LAYERS}
+        router.m = {k: a[f"m_{k}"].copy() for k in _LAYERS}
+        router.v = {k: a[f"v_{k}"].copy() for k in _LAYERS}
+        router.steps = int(a["steps"][0])
+        state, inc = bytes(a["rng"]).decode().split(":")
+        router.rng = np.random.Generator(np.random.PCG64())
+        st = router.rng.bit_generator.state
+        st["state"] = {"state": int(state), "inc": int(inc)}
+        st["has_uint32"], st["uinteger"] = 0, 0
+        router.rng.bit_generator.state = st
+        return router
