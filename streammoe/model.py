@@ -69,13 +69,20 @@ class DriftMoE(base.MiniBatchClassifier):
         (array-based trees and compiled loops, same algorithm) or ``'auto'`` (numba when available).
     combine
         ``'top1'`` (reference) or ``'mixture'``.
+    experts
+        Optional list of expert specs (``"tree"``, ``{"kind": "mora", ...}``, see
+        :mod:`streammoe.experts.registry`) for a heterogeneous pool; overrides ``n_experts``.
+    adaptive
+        Optional drift-aware pool policy options (see :mod:`streammoe.adaptive`), e.g.
+        ``{"budget": 24}``: drifting experts are frozen, fresh ones grown, idle frozen ones pruned.
     """
 
     _multiclass = True
 
     def __init__(self, mode: str = "data", n_experts: int = 12, top_k: int = 3, hidden: int = 256,
                  lr: float = 2e-3, window: int = 256, temperature: float = 0.8, grace_period: int = 50,
-                 delta: float = 1e-7, seed: int = 42, engine: str = "river", combine: str = "top1"):
+                 delta: float = 1e-7, seed: int = 42, engine: str = "river", combine: str = "top1",
+                 experts: list | None = None, adaptive: dict | None = None):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         if combine not in COMBINES:
@@ -96,15 +103,21 @@ class DriftMoE(base.MiniBatchClassifier):
         self.seed = seed
         self.engine = engine
         self.combine = combine
+        self.experts = experts
+        self.adaptive = adaptive
         self._reset()
 
     # ------------------------------------------------------------------ construction
     def _reset(self) -> None:
         self._features = FeatureSpace()
         self._labels = LabelSpace()
-        n0 = self.n_experts if self.mode == "data" else 0
-        self._pool: ExpertPool = make_pool(self.engine, n0, binary=self.mode == "task",
-                                           grace_period=self.grace_period, delta=self.delta)
+        if self.mode == "task":
+            specs = []
+        else:
+            specs = list(self.experts) if self.experts else ["tree"] * self.n_experts
+        n0 = len(specs)
+        self._pool: ExpertPool = make_pool(self.engine, specs, binary=self.mode == "task",
+                                           grace_period=self.grace_period, delta=self.delta, seed=self.seed)
         self._router = MLPRouter(0, n0, hidden=self.hidden, lr=self.lr, seed=self.seed)
         self._class_counts = np.zeros(0)
         self._usage = np.zeros(n0, dtype=np.int64)
@@ -117,6 +130,11 @@ class DriftMoE(base.MiniBatchClassifier):
         self.router_steps_ = 0
         self.last_expert: int | None = None
         self.drift_log: list[dict] = []
+        self._policy = None
+        if self.adaptive is not None:
+            from .adaptive import make_policy
+
+            self._policy = make_policy(self.adaptive, self)
 
     @classmethod
     def _unit_test_params(cls):
@@ -230,12 +248,42 @@ class DriftMoE(base.MiniBatchClassifier):
         self.n_learned_ += 1
         self._dirty.update(("meta", "stats"))
 
-    def _grow_expert(self) -> None:
-        self._pool.add_expert()
+    def _grow_expert(self, spec: dict | str | None = None) -> int:
+        e = self._pool.add_expert(spec)
         self._router.add_outputs(1)
         for name in ("_usage", "_expert_seen", "_expert_correct"):
             setattr(self, name, np.append(getattr(self, name), 0))
         self._win_m = [np.append(m, 0.0) for m in self._win_m]
+        self._dirty.update((f"expert/{e}", "router", "window"))
+        return e
+
+    # -- pool changes made by drift-aware policies (each one is logged) --------------------
+    def _log(self, action: str, expert: int, reason: str) -> None:
+        self.drift_log.append({"event": self.n_learned_, "action": action, "expert": int(expert),
+                               "kind": self._pool.kind(expert) if expert < self._pool.n else None, "reason": reason})
+
+    def grow_expert(self, spec: dict | str | None = None, reason: str = "") -> int:
+        """Add a fresh expert (router output included); returns its index."""
+        e = self._grow_expert(spec)
+        self._log("grow", e, reason)
+        return e
+
+    def freeze_expert(self, e: int, reason: str = "") -> None:
+        """Stop expert ``e`` from learning; it keeps predicting (recall of recurring concepts)."""
+        self._pool.set_frozen(e, True)
+        self._dirty.add(f"expert/{e}")
+        self._log("freeze", e, reason)
+
+    def prune_expert(self, e: int, reason: str = "") -> None:
+        """Remove expert ``e``; later experts shift down one index."""
+        self._log("prune", e, reason)
+        self._pool.remove_expert(e)
+        self._router.remove_output(e)
+        for name in ("_usage", "_expert_seen", "_expert_correct"):
+            setattr(self, name, np.delete(getattr(self, name), e))
+        self._win_m = [np.delete(m, e) for m in self._win_m]
+        self._dirty.update(f"expert/{i}" for i in range(e, self._pool.n))
+        self._dirty.update(("router", "window"))
 
     def _score_experts(self, P: np.ndarray, yi: int) -> np.ndarray:
         """Multi-hot mask of experts whose prediction equals ``yi``; also updates their accuracy."""
@@ -254,14 +302,18 @@ class DriftMoE(base.MiniBatchClassifier):
         P = np.stack([self._pool.predict(e, xv, C) for e in range(self._pool.n)])
         self._usage[int(np.argmax(w))] += 1
         mask = self._score_experts(P, yi)
-        for e in _top_k(w, self.top_k):
-            self._pool.learn(int(e), xv, yi)
-            self._dirty.add(f"expert/{int(e)}")
+        learners = [int(e) for e in _top_k(w, self.top_k)]
+        for e in learners:
+            self._pool.learn(e, xv, yi)
+            self._dirty.add(f"expert/{e}")
         self._win_x.append(xv)
         self._win_m.append(mask)
         self._dirty.add("window")
         if len(self._win_x) >= self.window:
             self._train_router()
+        if self._policy is not None:
+            self._policy.after_learn(self, P, yi, learners)
+            self._dirty.add("policy")
 
     def _learn_task(self, xv: np.ndarray, yi: int) -> None:
         w = self._weights(xv)
@@ -309,12 +361,16 @@ class DriftMoE(base.MiniBatchClassifier):
         parts = {"meta": self._meta_blob(), "stats": self._stats_blob(), "router": self._router.to_state(),
                  "window": self._window_blob()}
         parts.update(self._pool.to_parts())
+        if self._policy is not None:
+            parts["policy"] = self._policy.to_state()
         return parts
 
     def dirty_parts(self) -> dict[str, bytes]:
         """Only the parts changed since :meth:`mark_clean` (the daemon writes just these)."""
         every = {"meta": self._meta_blob, "stats": self._stats_blob, "router": self._router.to_state,
                  "window": self._window_blob}
+        if self._policy is not None:
+            every["policy"] = self._policy.to_state
         out = {}
         for name in sorted(self._dirty):
             if name in every:
@@ -373,6 +429,8 @@ class DriftMoE(base.MiniBatchClassifier):
         model._pool = pool_from_parts(meta["pool"], parts)
         model.n_learned_, model.router_steps_ = meta["n_learned"], meta["router_steps"]
         model.drift_log = meta["drift_log"]
+        if model._policy is not None:
+            model._policy = type(model._policy).from_state(parts["policy"])
         return model
 
     def save(self, target: "str | os.PathLike | Any", name: str = "model") -> None:

@@ -1,16 +1,18 @@
 """Expert pools: the uniform interface the model uses to reach its experts.
 
 ``ListPool`` holds independent :class:`~streammoe.experts.base.Expert` objects (river trees,
-neural experts, a mix).  The array engine (``engine='numba'``) plugs in a pool with the same
-methods whose experts live in shared arrays and whose windowed loop runs compiled.
+neural experts, a mix), built from JSON specs by :mod:`streammoe.experts.registry`.  The array
+engine (``engine='numba'``) plugs in a pool with the same methods whose trees live in shared
+arrays and whose windowed loop runs compiled.
 """
 from __future__ import annotations
 
-from typing import Callable, Protocol
+from typing import Protocol
 
 import numpy as np
 
 from .experts.base import Expert
+from .experts.registry import expert_class, make_expert, normalise_spec
 
 
 class ExpertPool(Protocol):
@@ -18,7 +20,9 @@ class ExpertPool(Protocol):
 
     def predict(self, e: int, x: np.ndarray, n_classes: int) -> np.ndarray: ...
     def learn(self, e: int, x: np.ndarray, y: int) -> None: ...
-    def add_expert(self) -> int: ...
+    def add_expert(self, spec: dict | None = None) -> int: ...
+    def remove_expert(self, e: int) -> None: ...
+    def set_frozen(self, e: int, frozen: bool) -> None: ...
     def kind(self, e: int) -> str: ...
     def frozen(self, e: int) -> bool: ...
     def meta(self) -> dict: ...
@@ -26,26 +30,20 @@ class ExpertPool(Protocol):
     def to_parts(self) -> dict[str, bytes]: ...
 
 
-def expert_classes() -> dict[str, type]:
-    """Registry ``kind -> class`` used to restore experts from their state blobs."""
-    from .experts.river_tree import RiverTreeExpert
-
-    classes = {RiverTreeExpert.kind: RiverTreeExpert}
-    try:
-        from .experts import neural
-    except ImportError:  # neural experts are optional at this layer
-        return classes
-    classes.update(getattr(neural, "EXPERT_CLASSES", {}))
-    return classes
-
-
 class ListPool:
-    """A list of independent experts; ``factory`` makes a fresh one when the pool grows."""
+    """A list of independent experts built from specs.
 
-    def __init__(self, experts: list[Expert], factory: Callable[[], Expert] | None = None, spec: dict | None = None):
-        self.experts = list(experts)
-        self.factory = factory
-        self.spec = spec or {}
+    ``config`` holds what every expert shares (tree parameters, one-vs-rest or not, the base
+    seed); expert ``i`` of the pool's history gets seed ``seed + 7919 * i`` so growth is deterministic.
+    """
+
+    def __init__(self, specs: list[dict], config: dict):
+        self.config = dict(config)
+        self.specs: list[dict] = []
+        self.experts: list[Expert] = []
+        self.created = 0
+        for spec in specs:
+            self.add_expert(spec)
 
     @property
     def n(self) -> int:
@@ -57,11 +55,22 @@ class ListPool:
     def learn(self, e: int, x: np.ndarray, y: int) -> None:
         self.experts[e].learn(x, y)
 
-    def add_expert(self) -> int:
-        if self.factory is None:
-            raise RuntimeError("this pool has no factory to grow new experts")
-        self.experts.append(self.factory())
+    def add_expert(self, spec: dict | str | None = None) -> int:
+        spec = normalise_spec(spec if spec is not None else self.config.get("default_spec", "tree"))
+        c = self.config
+        expert = make_expert(spec, seed=int(c["seed"]) + 7919 * self.created, grace_period=c["grace_period"],
+                             delta=c["delta"], binary=c["binary"])
+        self.created += 1
+        self.specs.append(spec)
+        self.experts.append(expert)
         return self.n - 1
+
+    def remove_expert(self, e: int) -> None:
+        del self.experts[e]
+        del self.specs[e]
+
+    def set_frozen(self, e: int, frozen: bool) -> None:
+        self.experts[e].frozen = frozen
 
     def kind(self, e: int) -> str:
         return self.experts[e].kind
@@ -70,7 +79,8 @@ class ListPool:
         return bool(self.experts[e].frozen)
 
     def meta(self) -> dict:
-        return {"type": "list", "spec": self.spec, "kinds": [x.kind for x in self.experts]}
+        return {"type": "list", "config": self.config, "specs": self.specs, "created": self.created,
+                "kinds": [x.kind for x in self.experts]}
 
     def part(self, e: int) -> bytes:
         return self.experts[e].to_state()
@@ -78,32 +88,26 @@ class ListPool:
     def to_parts(self) -> dict[str, bytes]:
         return {f"expert/{e}": self.part(e) for e in range(self.n)}
 
+    @classmethod
+    def from_parts(cls, meta: dict, parts: dict[str, bytes]) -> "ListPool":
+        pool = cls([], meta["config"])
+        pool.specs = [dict(s) for s in meta["specs"]]
+        pool.created = int(meta["created"])
+        pool.experts = [expert_class(kind).from_state(parts[f"expert/{e}"]) for e, kind in enumerate(meta["kinds"])]
+        return pool
 
-def _river_tree_factory(binary: bool, grace_period: int, delta: float):
-    from .experts.river_tree import RiverTreeExpert
 
-    return lambda: RiverTreeExpert(grace_period=grace_period, delta=delta, binary=binary)
-
-
-def make_pool(engine: str, n: int, *, binary: bool, grace_period: int, delta: float) -> ExpertPool:
-    """Build an empty pool of ``n`` tree experts for the given engine."""
-    spec = {"engine": engine, "binary": binary, "grace_period": grace_period, "delta": delta}
+def make_pool(engine: str, specs: list, *, binary: bool, grace_period: int, delta: float, seed: int) -> ExpertPool:
+    """Build a pool for ``engine`` from expert specs (``"tree"`` experts use the engine's trees)."""
+    config = {"engine": engine, "binary": binary, "grace_period": grace_period, "delta": delta, "seed": seed,
+              "default_spec": {"kind": "tree"}}
     if engine == "river":
-        factory = _river_tree_factory(binary, grace_period, delta)
-        return ListPool([factory() for _ in range(n)], factory, spec)
+        return ListPool([normalise_spec(s) for s in specs], config)
     raise ValueError(f"unknown engine {engine!r}; choose 'river'")
 
 
 def pool_from_parts(meta: dict, parts: dict[str, bytes]) -> ExpertPool:
     """Inverse of ``pool.to_parts()`` + ``pool.meta()``."""
     if meta["type"] == "list":
-        classes = expert_classes()
-        experts = []
-        for e, kind in enumerate(meta["kinds"]):
-            if kind not in classes:
-                raise ValueError(f"unknown expert kind {kind!r} in saved state")
-            experts.append(classes[kind].from_state(parts[f"expert/{e}"]))
-        spec = meta["spec"]
-        factory = _river_tree_factory(spec["binary"], spec["grace_period"], spec["delta"]) if spec else None
-        return ListPool(experts, factory, spec)
+        return ListPool.from_parts(meta, parts)
     raise ValueError(f"unknown pool type {meta['type']!r} in saved state")

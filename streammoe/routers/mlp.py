@@ -79,6 +79,12 @@ class MLPRouter:
             buf["W3"] = np.concatenate([buf["W3"], np.zeros((k, p["W3"].shape[1]))], axis=0)
             buf["b3"] = np.concatenate([buf["b3"], np.zeros(k)])
 
+    def remove_output(self, e: int) -> None:
+        """Drop expert ``e``'s output unit (a pruned expert), with its optimiser moments."""
+        for buf in (self.params, self.m, self.v):
+            buf["W3"] = np.delete(buf["W3"], e, axis=0)
+            buf["b3"] = np.delete(buf["b3"], e)
+
     # -- forward -----------------------------------------------------------------------
     def logits(self, X: np.ndarray) -> np.ndarray:
         """Evaluation-mode logits (no dropout) for a batch ``X`` of shape ``(n, n_inputs)``."""
