@@ -339,6 +339,28 @@ class DriftMoE(base.MiniBatchClassifier):
         self._dirty.update(("router", "window"))
 
     # ------------------------------------------------------------------ mini-batches
+    def predict_learn_many(self, xs: list, ys: list) -> list[tuple[dict, int | None]]:
+        """Prequential over a batch, in order: predict each event, then learn it if its label is not None.
+
+        Returns ``(proba, answering expert)`` per event.  Results equal a loop of
+        ``predict_proba_one`` / ``learn_one``; the array engine runs it through its compiled
+        windowed path.  Raises ``ValueError`` (naming the event index and feature) before
+        learning anything if an event is invalid.
+        """
+        for i, (x, y) in enumerate(zip(xs, ys)):
+            try:
+                check_features(x)
+                if y is not None:
+                    normalise_label(y)
+            except ValueError as exc:
+                raise ValueError(f"event {i}: {exc}") from None
+        out = []
+        for x, y in zip(xs, ys):
+            out.append((self.predict_proba_one(x), self.last_expert))
+            if y is not None:
+                self.learn_one(x, y)
+        return out
+
     def learn_many(self, X, y) -> None:
         """Learn the rows of a pandas frame in order (NaN cells are missing features)."""
         for x, target in zip(_rows(X), y):
