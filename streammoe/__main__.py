@@ -1,0 +1,4 @@
+"""``python -m streammoe`` runs the command line (same as the ``streammoe`` script)."""
+from .cli import main
+
+main()
