@@ -118,10 +118,11 @@ def plot_run(
             ax_acc.scatter([pos], [_accuracy_at(xs, ys, pos)], marker=marker, color=color, s=46,
                            edgecolors="black", linewidths=0.5, zorder=5, label=legend)
 
+    x_max = max(w["window_end"] for w in windows)
     axes = [ax_acc] + ([ax_share] if ax_share is not None else [])
     for k, pos in enumerate(drifts):
         for ax in axes:
-            if width > 1:
+            if width > 0.002 * x_max:  # shade gradual drifts only where the shading is visible
                 ax.axvspan(pos - width / 2, pos + width / 2, color="0.5", alpha=0.12, linewidth=0,
                            label="drift width" if (k == 0 and ax is ax_acc) else None)
             ax.axvline(pos, color="black", linestyle="--", linewidth=1.1, zorder=4,
@@ -164,7 +165,7 @@ def plot_run(
         ax_acc.set_xlabel("events")
     ax_acc.ticklabel_format(axis="x", style="plain")
     ax_acc.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{int(v):,}"))
-    ax_acc.set_xlim(0, max(w["window_end"] for w in windows))
+    ax_acc.set_xlim(0, x_max)
 
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
