@@ -187,7 +187,10 @@ class DriftMoE(base.MiniBatchClassifier):
 
     # ------------------------------------------------------------------ core
     def _weights(self, xv: np.ndarray) -> np.ndarray:
-        return softmax(self._router.logits(xv[None, :]), self.temperature)[0]
+        z = self._router.logits(xv[None, :])
+        if self._policy is not None:  # drift-aware pool: recently accurate experts get a logit bonus
+            z = z + self._policy.logit_bias()
+        return softmax(z, self.temperature)[0]
 
     def _prior(self) -> np.ndarray:
         total = self._class_counts.sum()
@@ -302,7 +305,10 @@ class DriftMoE(base.MiniBatchClassifier):
         P = np.stack([self._pool.predict(e, xv, C) for e in range(self._pool.n)])
         self._usage[int(np.argmax(w))] += 1
         mask = self._score_experts(P, yi)
-        learners = [int(e) for e in _top_k(w, self.top_k)]
+        if self._policy is None:
+            learners = [int(e) for e in _top_k(w, self.top_k)]
+        else:  # drift-aware pool: frozen experts never learn, the top-k unfrozen ones do
+            learners = self._policy.learners(self, w)
         for e in learners:
             self._pool.learn(e, xv, yi)
             self._dirty.add(f"expert/{e}")
