@@ -61,3 +61,18 @@ def test_softmax_temperature():
     w = softmax(np.array([[1.0, 2.0, 3.0]]), 0.8)
     assert np.isclose(w.sum(), 1) and np.argmax(w) == 2
     assert softmax(np.array([[1.0, 2.0]]), 0.1)[0, 1] > softmax(np.array([[1.0, 2.0]]), 10)[0, 1]
+
+
+def test_logits_are_row_exact_whatever_the_batch():
+    """A window's logits computed at once equal the same rows one by one, bit for bit."""
+    rng = np.random.default_rng(3)
+    router = MLPRouter(7, 12, seed=2)
+    X = rng.normal(size=(300, 7))
+    X[::5, 2] = 0.0
+    full = router.logits(X)
+    singles = np.vstack([router.logits(X[i:i + 1]) for i in range(300)])
+    assert np.array_equal(full, singles)
+    assert np.array_equal(full[17:90], router.logits(X[17:90]))
+    p = router.params
+    reference = np.maximum(np.maximum(X @ p["W1"].T + p["b1"], 0) @ p["W2"].T + p["b2"], 0) @ p["W3"].T + p["b3"]
+    np.testing.assert_allclose(full, reference, rtol=1e-12, atol=1e-12)

@@ -11,6 +11,7 @@ the Adam step against torch autograd.
 from __future__ import annotations
 
 import numpy as np
+from numba import njit
 
 from ..state.codec import pack_arrays, unpack_arrays
 
@@ -30,6 +31,48 @@ def softmax(z: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     return e / e.sum(axis=-1, keepdims=True)
 
 
+@njit(cache=True, nogil=True)
+def _forward(W1T, b1, W2T, b2, W3T, b3, X, out):  # pragma: no cover - compiled
+    """Evaluation-mode logits, one row at a time, in a fixed order of operations.
+
+    Each hidden unit accumulates ``w * x`` over its inputs in input order (the loops run over
+    outputs innermost, so they vectorise without reassociating any sum).  A row's logits
+    therefore never depend on how many rows are in the batch — unlike BLAS, whose kernels change
+    with the matrix size — so a window computed at once equals the same events one by one, bit
+    for bit.  Inputs whose activation is zero are skipped (adding ``w * 0`` changes nothing).
+    """
+    n, d = X.shape
+    h1n, h2n, E = b1.shape[0], b2.shape[0], b3.shape[0]
+    h1 = np.empty(h1n)
+    h2 = np.empty(h2n)
+    for i in range(n):
+        h1[:] = b1
+        for k in range(d):
+            a = X[i, k]
+            if a != 0.0:
+                for j in range(h1n):
+                    h1[j] += W1T[k, j] * a
+        for j in range(h1n):
+            if h1[j] < 0.0:
+                h1[j] = 0.0
+        h2[:] = b2
+        for k in range(h1n):
+            a = h1[k]
+            if a != 0.0:
+                for j in range(h2n):
+                    h2[j] += W2T[k, j] * a
+        for j in range(h2n):
+            if h2[j] < 0.0:
+                h2[j] = 0.0
+        for e in range(E):
+            out[i, e] = b3[e]
+        for k in range(h2n):
+            a = h2[k]
+            if a != 0.0:
+                for e in range(E):
+                    out[i, e] += W3T[k, e] * a
+
+
 class MLPRouter:
     """Online MLP router.  ``logits`` is pure (no state change); ``train_step`` is one Adam step."""
 
@@ -47,6 +90,7 @@ class MLPRouter:
         self.m = {k: np.zeros_like(v) for k, v in self.params.items()}
         self.v = {k: np.zeros_like(v) for k, v in self.params.items()}
         self.steps = 0
+        self._fwd = None  # transposed weights for the compiled forward pass, rebuilt after each change
 
     # -- shape -------------------------------------------------------------------------
     @property
@@ -64,6 +108,7 @@ class MLPRouter:
         p = self.params
         new = _xavier(self.rng, p["W1"].shape[0], self.n_inputs + k)[:, :k]
         p["W1"] = np.ascontiguousarray(np.concatenate([p["W1"], new], axis=1))
+        self._fwd = None
         for buf in (self.m, self.v):
             buf["W1"] = np.concatenate([buf["W1"], np.zeros((p["W1"].shape[0], k))], axis=1)
 
@@ -75,23 +120,35 @@ class MLPRouter:
         new = _xavier(self.rng, self.n_outputs + k, p["W3"].shape[1])[:k]
         p["W3"] = np.concatenate([p["W3"], new], axis=0)
         p["b3"] = np.concatenate([p["b3"], np.zeros(k)])
+        self._fwd = None
         for buf in (self.m, self.v):
             buf["W3"] = np.concatenate([buf["W3"], np.zeros((k, p["W3"].shape[1]))], axis=0)
             buf["b3"] = np.concatenate([buf["b3"], np.zeros(k)])
 
     def remove_output(self, e: int) -> None:
         """Drop expert ``e``'s output unit (a pruned expert), with its optimiser moments."""
+        self._fwd = None
         for buf in (self.params, self.m, self.v):
             buf["W3"] = np.delete(buf["W3"], e, axis=0)
             buf["b3"] = np.delete(buf["b3"], e)
 
     # -- forward -----------------------------------------------------------------------
     def logits(self, X: np.ndarray) -> np.ndarray:
-        """Evaluation-mode logits (no dropout) for a batch ``X`` of shape ``(n, n_inputs)``."""
-        p = self.params
-        h = np.maximum(X @ p["W1"].T + p["b1"], 0.0)
-        h = np.maximum(h @ p["W2"].T + p["b2"], 0.0)
-        return h @ p["W3"].T + p["b3"]
+        """Evaluation-mode logits (no dropout) for a batch ``X`` of shape ``(n, n_inputs)``.
+
+        Row-wise exact: ``logits(X)[i]`` equals ``logits(X[i:i+1])[0]`` bit for bit.
+        """
+        X = np.ascontiguousarray(X, dtype=np.float64)
+        if X.ndim != 2 or X.shape[1] != self.n_inputs:
+            raise ValueError(f"router expects rows of {self.n_inputs} features, got shape {X.shape}")
+        fwd = self._fwd
+        if fwd is None:
+            p = self.params
+            fwd = self._fwd = (np.ascontiguousarray(p["W1"].T), p["b1"].copy(), np.ascontiguousarray(p["W2"].T),
+                               p["b2"].copy(), np.ascontiguousarray(p["W3"].T), p["b3"].copy())
+        out = np.empty((X.shape[0], self.n_outputs))
+        _forward(*fwd, X, out)
+        return out
 
     # -- learning ----------------------------------------------------------------------
     def _dropout_mask(self, shape) -> np.ndarray:
@@ -137,6 +194,7 @@ class MLPRouter:
         return loss
 
     def apply_gradients(self, grads) -> None:
+        self._fwd = None
         self.steps += 1
         t = self.steps
         c1 = 1.0 - self.beta1 ** t
@@ -174,6 +232,7 @@ class MLPRouter:
         router.m = {k: a[f"m_{k}"].copy() for k in _LAYERS}
         router.v = {k: a[f"v_{k}"].copy() for k in _LAYERS}
         router.steps = int(a["steps"][0])
+        router._fwd = None
         state, inc = bytes(a["rng"]).decode().split(":")
         router.rng = np.random.Generator(np.random.PCG64())
         st = router.rng.bit_generator.state
