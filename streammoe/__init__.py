@@ -2,5 +2,6 @@
 __version__ = "0.1.0"
 
 from .model import DriftMoE  # noqa: E402
+from .presets import PRESETS  # noqa: E402
 
-__all__ = ["DriftMoE", "__version__"]
+__all__ = ["DriftMoE", "PRESETS", "__version__"]
