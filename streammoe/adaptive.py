@@ -1,0 +1,236 @@
+"""Drift-aware expert pool: freeze drifting experts, grow fresh ones, recall old ones, bound the pool.
+
+Why: the reference DriftMoE re-trains the same experts through every drift, so a concept that
+comes back must be learned again.  This policy keeps what was learned instead:
+
+* every expert has an ADWIN (river's ``drift.ADWIN``) on its own prequential error, fed on the
+  events it learns (an expert's error on data routed elsewhere says nothing about drift);
+* when an expert's error *rises* significantly (ADWIN fires and its estimate went up) and the
+  expert has learned at least ``grace`` events, it is **frozen** (it keeps predicting, so a
+  recurring concept finds it intact) and a **fresh expert** of the same spec is grown in its place;
+* the pool never exceeds ``budget`` experts: the **least useful frozen expert is pruned**, where
+  useful means accurate on recent data over a long horizon (an exponential moving average of its
+  correctness with horizon ``memory`` events): an expert that fits none of the recent concepts
+  goes first, ties go to the oldest;
+* **recall**: the router learns which experts are right from every expert's prediction, but it
+  takes one Adam step per window, far too slowly to follow an abrupt return of an old concept.
+  The policy therefore adds ``bias * recent_accuracy`` to the router's logits, where
+  ``recent_accuracy`` is each expert's correctness averaged over the last ~``recent`` events
+  (an expert that knows nothing yet scores 0); within about a hundred events of a concept's
+  return the frozen expert that knows it answers again;
+* only unfrozen experts learn: a fresh replacement takes the learning slot of the expert it
+  replaced until it has learned ``grace`` events (the router, which has never seen it be right,
+  would otherwise starve it), the other slots go to the unfrozen experts with the highest weights.
+
+Every decision goes through the model's ``grow_expert`` / ``freeze_expert`` / ``prune_expert``,
+which log it (event index, action, expert, reason) in ``model.drift_log``.
+
+The policy's state (including every ADWIN) is saved as plain arrays: river's ADWIN keeps its
+window in a Rust object whose only export is its own fixed binary layout of numbers
+(``__getstate__``); that byte string is stored as a ``uint8`` array next to the Python-side
+fields, and loading checks that the restored object exports exactly the same bytes.  No pickle
+is involved and a restored policy continues exactly.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+from river import drift
+
+from .state.codec import StateFormatError, pack_arrays, unpack_arrays
+
+#: what ``adaptive={...}`` accepts, with defaults
+DEFAULTS: dict[str, Any] = {
+    "budget": 24,        # most experts the pool may hold (frozen ones included)
+    "delta": 0.002,      # ADWIN confidence
+    "grace": 300,        # events an expert must have learned before its drift can be signalled
+    "recent": 50,        # horizon (events) of the recent accuracy used for recall
+    "memory": 5000,      # horizon (events) of the accuracy that decides which frozen expert to prune
+    "bias": 16.0,        # logit bias per unit of recent accuracy (0 = plain router)
+}
+
+_ADWIN_FIELDS = frozenset({"_drift_detected", "delta", "clock", "max_buckets", "min_window_length",
+                           "grace_period", "_helper"})
+_ADWIN_PARAMS = ("delta", "clock", "max_buckets", "min_window_length", "grace_period")
+
+
+# ---------------------------------------------------------------------- ADWIN <-> arrays
+def adwin_arrays(adwin: drift.ADWIN, prefix: str) -> dict[str, np.ndarray]:
+    """The complete state of a river ADWIN as named plain arrays (keys start with ``prefix``)."""
+    got = set(vars(adwin))
+    if got != _ADWIN_FIELDS:
+        raise StateFormatError(f"unknown river ADWIN layout: unexpected {sorted(got - _ADWIN_FIELDS)}, "
+                               f"missing {sorted(_ADWIN_FIELDS - got)}")
+    return {
+        prefix + "params": np.array([float(getattr(adwin, k)) for k in _ADWIN_PARAMS]),
+        prefix + "flag": np.array([bool(adwin._drift_detected)]),
+        prefix + "window": np.frombuffer(adwin._helper.__getstate__(), dtype=np.uint8),
+    }
+
+
+def adwin_from_arrays(arrays: dict[str, np.ndarray], prefix: str) -> drift.ADWIN:
+    """Inverse of :func:`adwin_arrays`; raises ``StateFormatError`` if the window does not restore exactly."""
+    try:
+        delta, clock, max_buckets, min_len, grace = arrays[prefix + "params"].tolist()
+        window = bytes(arrays[prefix + "window"])
+        adwin = drift.ADWIN(delta=delta, clock=int(clock), max_buckets=int(max_buckets),
+                            min_window_length=int(min_len), grace_period=int(grace))
+        adwin._helper.__setstate__(window)
+        adwin._drift_detected = bool(arrays[prefix + "flag"][0])
+    except (KeyError, ValueError, TypeError) as exc:
+        raise StateFormatError(f"not a valid ADWIN state ({prefix!r}): {exc}") from exc
+    except BaseException as exc:  # river's Rust decoder panics (pyo3 PanicException) on truncated bytes
+        if type(exc).__name__ != "PanicException":
+            raise
+        raise StateFormatError(f"not a valid ADWIN state ({prefix!r}): corrupt window bytes ({exc})") from None
+    if adwin._helper.__getstate__() != window:
+        raise StateFormatError(f"ADWIN state {prefix!r} did not restore exactly (river version mismatch?)")
+    return adwin
+
+
+# ---------------------------------------------------------------------- the policy
+def _check(options: dict) -> dict:
+    unknown = set(options) - set(DEFAULTS)
+    if unknown:
+        raise ValueError(f"unknown adaptive option(s) {sorted(unknown)}; known: {sorted(DEFAULTS)}")
+    o = dict(DEFAULTS)
+    o.update(options)
+    for name in ("budget", "grace", "recent", "memory"):
+        v = o[name]
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            raise ValueError(f"adaptive option {name!r} must be an int >= 1, got {v!r}")
+    if not isinstance(o["delta"], (int, float)) or not 0 < o["delta"] < 1:
+        raise ValueError(f"adaptive option 'delta' must be in (0, 1), got {o['delta']!r}")
+    if not isinstance(o["bias"], (int, float)) or isinstance(o["bias"], bool) or not np.isfinite(o["bias"]) \
+            or o["bias"] < 0:
+        raise ValueError(f"adaptive option 'bias' must be a finite number >= 0, got {o['bias']!r}")
+    return o
+
+
+class DriftAwarePool:
+    """The drift-aware pool policy (see the module docstring); per-expert arrays follow expert indices."""
+
+    def __init__(self, options: dict, n_experts: int):
+        self.options = _check(options)
+        self.adwins = [self._adwin() for _ in range(n_experts)]
+        self.learned = np.zeros(n_experts, dtype=np.int64)
+        self.recent_acc = np.zeros(n_experts)
+        self.memory_acc = np.zeros(n_experts)
+        self.born = np.zeros(n_experts, dtype=np.int64)
+        self.n_drifts = 0
+
+    def _adwin(self) -> drift.ADWIN:
+        return drift.ADWIN(delta=self.options["delta"])
+
+    # -- hooks called by the model ---------------------------------------------------------
+    def logit_bias(self) -> np.ndarray:
+        """Added to the router's logits: steers answers and learning towards recently accurate experts."""
+        return self.options["bias"] * self.recent_acc
+
+    def learners(self, model, w: np.ndarray) -> list[int]:
+        """``top_k`` unfrozen experts: first the young replacements, then the rest by weight.
+
+        A replacement has no track record, so the router would rarely pick it; it takes the
+        learning slot of the expert it replaced until it has learned ``grace`` events.
+        """
+        pool = model._pool
+        grace = self.options["grace"]
+        young = [e for e in range(pool.n) if self.born[e] > 0 and self.learned[e] < grace and not pool.frozen(e)]
+        rest = [int(e) for e in np.argsort(-w, kind="stable") if int(e) not in young and not pool.frozen(int(e))]
+        return (young + rest)[: model.top_k]
+
+    def after_learn(self, model, P: np.ndarray, yi: int, learners: list[int]) -> None:
+        known = P.sum(axis=1) > 0
+        correct = (known & (np.argmax(P, axis=1) == yi)).astype(np.float64)
+        a, b = 1.0 / self.options["recent"], 1.0 / self.options["memory"]
+        # an expert that knows nothing yet is not scored (it answers nothing)
+        self.recent_acc[known] += a * (correct[known] - self.recent_acc[known])
+        self.memory_acc[known] += b * (correct[known] - self.memory_acc[known])
+        drifting = []
+        for e in learners:
+            if model._pool.frozen(e):
+                continue
+            self.learned[e] += 1
+            if not known[e]:
+                continue
+            adwin = self.adwins[e]
+            before = adwin.estimation
+            adwin.update(1.0 - correct[e])
+            if adwin.drift_detected and adwin.estimation > before and self.learned[e] >= self.options["grace"]:
+                drifting.append((e, before, adwin.estimation))
+        for e, before, after in drifting:
+            self._replace(model, e, before, after)
+
+    # -- pool changes ----------------------------------------------------------------------
+    def _replace(self, model, e: int, before: float, after: float) -> None:
+        self.n_drifts += 1
+        why = f"ADWIN: error rose from {before:.3f} to {after:.3f} after {int(self.learned[e])} learned events"
+        specs = getattr(model._pool, "specs", None)
+        spec = specs[e] if specs is not None else None
+        model.freeze_expert(e, reason=why)
+        new = model.grow_expert(spec, reason=f"replaces drifting expert {e}")
+        self.adwins.append(self._adwin())
+        self.learned = np.append(self.learned, 0)
+        self.recent_acc = np.append(self.recent_acc, 0.0)
+        self.memory_acc = np.append(self.memory_acc, 0.0)
+        self.born = np.append(self.born, max(1, model.n_learned_))
+        assert new == len(self.adwins) - 1, "policy state out of step with the pool"
+        while model.n_experts_ > self.options["budget"]:
+            victim = self._least_useful(model)
+            if victim is None:
+                break
+            model.prune_expert(victim, reason=f"pool over budget {self.options['budget']}: least useful frozen "
+                                              f"expert (long-run accuracy {self.memory_acc[victim]:.3f})")
+            self._drop(victim)
+
+    def _least_useful(self, model) -> int | None:
+        frozen = [e for e in range(model.n_experts_) if model._pool.frozen(e)]
+        if not frozen:
+            return None
+        return min(frozen, key=lambda e: (self.memory_acc[e], self.born[e], e))
+
+    def _drop(self, e: int) -> None:
+        del self.adwins[e]
+        for name in ("learned", "recent_acc", "memory_acc", "born"):
+            setattr(self, name, np.delete(getattr(self, name), e))
+
+    # -- state -----------------------------------------------------------------------------
+    def to_state(self) -> bytes:
+        arrays = {
+            "options": np.frombuffer(json.dumps(self.options, sort_keys=True).encode(), dtype=np.uint8),
+            "learned": self.learned, "recent_acc": self.recent_acc, "memory_acc": self.memory_acc,
+            "born": self.born, "n_drifts": np.array([self.n_drifts], dtype=np.int64),
+        }
+        for e, adwin in enumerate(self.adwins):
+            arrays.update(adwin_arrays(adwin, f"adwin{e}_"))
+        return pack_arrays(arrays)
+
+    @classmethod
+    def from_state(cls, blob: bytes) -> "DriftAwarePool":
+        a = unpack_arrays(blob)
+        try:
+            options = json.loads(bytes(a["options"]).decode())
+            n = int(a["learned"].size)
+            policy = cls(options, 0)
+            policy.learned, policy.born = a["learned"].copy(), a["born"].copy()
+            policy.recent_acc, policy.memory_acc = a["recent_acc"].copy(), a["memory_acc"].copy()
+            policy.n_drifts = int(a["n_drifts"][0])
+        except (KeyError, ValueError, TypeError) as exc:
+            raise StateFormatError(f"not a valid drift-aware pool state: {exc}") from exc
+        policy.adwins = [adwin_from_arrays(a, f"adwin{e}_") for e in range(n)]
+        return policy
+
+
+def make_policy(options: dict, model) -> DriftAwarePool:
+    """Build the policy for ``DriftMoE(adaptive=options)``; the model must be in data mode."""
+    if not isinstance(options, dict):
+        raise ValueError(f"adaptive must be a dict of options, got {type(options).__name__}")
+    if model.mode != "data":
+        raise ValueError("the drift-aware pool (adaptive=...) needs mode='data'; task mode has one expert per class")
+    policy = DriftAwarePool(options, model.n_experts_)
+    if policy.options["budget"] < model.n_experts_:
+        raise ValueError(f"adaptive budget {policy.options['budget']} is smaller than the initial pool "
+                         f"({model.n_experts_} experts)")
+    return policy
