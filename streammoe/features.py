@@ -21,13 +21,27 @@ from typing import Any, Hashable, Iterable, Mapping
 import numpy as np
 
 
+_INF = float("inf")
+
+
 def check_value(name: Hashable, value: Any) -> float:
     """Return ``value`` as a finite float or raise ``ValueError`` naming the feature."""
+    t = type(value)
+    if t is int and not -1e308 <= value <= 1e308:
+        raise ValueError(f"feature {name!r} is {value}, too large for a 64-bit float")
+    if t is float or t is int:  # the common case, without the ABC machinery below
+        v = float(value)
+        if v - v == 0.0:  # false for NaN and +-inf
+            return v
+        raise ValueError(f"feature {name!r} is {v!r}; features must be finite numbers")
     if isinstance(value, (bool, np.bool_)):
         return float(value)
     if not isinstance(value, numbers.Real):
         raise ValueError(f"feature {name!r} has non-numeric value {value!r} ({type(value).__name__})")
-    v = float(value)
+    try:
+        v = float(value)
+    except OverflowError:
+        raise ValueError(f"feature {name!r} is {value}, too large for a 64-bit float") from None
     if not math.isfinite(v):
         raise ValueError(f"feature {name!r} is {v!r}; features must be finite numbers")
     return v
@@ -35,14 +49,20 @@ def check_value(name: Hashable, value: Any) -> float:
 
 def check_features(x: Mapping) -> None:
     """Validate every value of ``x`` (raises ``ValueError`` naming the first bad feature)."""
-    if not isinstance(x, Mapping):
+    if type(x) is not dict and not isinstance(x, Mapping):
         raise ValueError(f"x must be a dict of feature -> number, got {type(x).__name__}")
     for name, value in x.items():
+        t = type(value)
+        if (t is float and value - value == 0.0) or (t is int and -1e308 <= value <= 1e308):
+            continue
         check_value(name, value)
 
 
 def normalise_label(y: Any) -> int | str | bool:
     """Turn NumPy scalars into Python ones; refuse label types that cannot be stored faithfully."""
+    t = type(y)
+    if t is int or t is str or t is bool:
+        return y
     if isinstance(y, np.generic):
         y = y.item()
     if isinstance(y, (bool, int, str)):

@@ -65,8 +65,9 @@ class DriftMoE(base.MiniBatchClassifier):
     seed
         Seeds the router's initialisation and dropout; equal seeds and streams give equal results.
     engine
-        ``'river'`` (river's HoeffdingTreeClassifier experts, the reference) or ``'numba'``
-        (array-based trees and compiled loops, same algorithm) or ``'auto'`` (numba when available).
+        ``'river'`` (river's HoeffdingTreeClassifier experts, the reference), ``'numba'``
+        (array-based trees with the same statistics and split rule, and a compiled per-window
+        loop) or ``'auto'`` (numba when it imports; the default).
     combine
         ``'top1'`` (reference) or ``'mixture'``.
     experts
@@ -81,7 +82,7 @@ class DriftMoE(base.MiniBatchClassifier):
 
     def __init__(self, mode: str = "data", n_experts: int = 12, top_k: int = 3, hidden: int = 256,
                  lr: float = 2e-3, window: int = 256, temperature: float = 0.8, grace_period: int = 50,
-                 delta: float = 1e-7, seed: int = 42, engine: str = "river", combine: str = "top1",
+                 delta: float = 1e-7, seed: int = 42, engine: str = "auto", combine: str = "top1",
                  experts: list | None = None, adaptive: dict | None = None):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -206,6 +207,10 @@ class DriftMoE(base.MiniBatchClassifier):
             mine = np.array([self._pool.predict(e, xv, 2)[1] for e in range(self._pool.n)])
             p = w * mine
             return (p / p.sum() if p.sum() > 0 else w.copy()), top1
+        if hasattr(self._pool, "run_window"):  # the compiled path answers, so batches match bit for bit
+            p = self._pool.run_window(w[None, :], xv[None, :], np.full(1, -1, dtype=np.int64), self.top_k,
+                                      self.combine, C).proba[0]
+            return (p if p.sum() > 0 else self._prior()), top1
         if self.combine == "top1":
             p = self._pool.predict(top1, xv, C)
         else:
@@ -360,12 +365,93 @@ class DriftMoE(base.MiniBatchClassifier):
                     normalise_label(y)
             except ValueError as exc:
                 raise ValueError(f"event {i}: {exc}") from None
-        out = []
-        for x, y in zip(xs, ys):
-            out.append((self.predict_proba_one(x), self.last_expert))
-            if y is not None:
-                self.learn_one(x, y)
+        if self.mode != "data" or self._policy is not None or not hasattr(self._pool, "run_window"):
+            return [self._predict_learn_one(x, y) for x, y in zip(xs, ys)]
+        out: list = []
+        i, n = 0, len(xs)
+        while i < n:
+            if self._grows(xs[i], ys[i]) or not self._labels.classes:
+                out.append(self._predict_learn_one(xs[i], ys[i]))  # growth: the exact per-event path
+                i += 1
+                continue
+            room = self.window - len(self._win_x)  # labelled events until the router's next step
+            j, labelled = i, 0
+            while j < n and labelled < room and not self._grows(xs[j], ys[j]):
+                labelled += ys[j] is not None
+                j += 1
+            out.extend(self._run_segment(xs[i:j], ys[i:j]))
+            i = j
         return out
+
+    def _predict_learn_one(self, x: dict, y) -> tuple[dict, int | None]:
+        answer = (self.predict_proba_one(x), self.last_expert)
+        if y is not None:
+            self.learn_one(x, y)
+        return answer
+
+    def _grows(self, x: dict, y) -> bool:
+        """Would learning (x, y) add a feature or a class?  Such events take the per-event path."""
+        if y is None:
+            return False
+        return normalise_label(y) not in self._labels.index or not x.keys() <= self._features.index.keys()
+
+    def _run_segment(self, xs: list, ys: list) -> list[tuple[dict, int | None]]:
+        """Events that add no feature or class and stay inside one router window, in one kernel call.
+
+        Equal, bit for bit, to the per-event path: the running means used for imputation are
+        accumulated in the same order (``cumsum``), the router's forward pass is row-exact, and
+        the tree kernel is the per-event code compiled into one loop.
+        """
+        fs, labels = self._features, self._labels
+        n, d, C = len(xs), len(fs), len(labels)
+        index = fs.index
+        R = np.full((n, d), np.nan)
+        for r, x in enumerate(xs):
+            for k, v in x.items():
+                j = index.get(k)
+                if j is not None:
+                    R[r, j] = v
+        Y = np.array([-1 if y is None else labels.index[normalise_label(y)] for y in ys], dtype=np.int64)
+        lab = Y >= 0
+        present = ~np.isnan(R)
+        learned = present & lab[:, None]
+        sums = np.cumsum(np.vstack([fs.sums, np.where(learned, R, 0.0)]), axis=0)
+        counts = np.cumsum(np.vstack([fs.counts, learned.astype(np.float64)]), axis=0)
+        means = np.divide(sums[:-1], counts[:-1], out=np.zeros((n, d)), where=counts[:-1] > 0)
+        X = np.where(present, R, means)
+        fs.sums, fs.counts = sums[-1].copy(), counts[-1].copy()
+
+        W = softmax(self._router.logits(X), self.temperature)
+        res = self._pool.run_window(W, X, Y, self.top_k, self.combine, C)
+
+        onehot = np.zeros((n, C))
+        onehot[np.nonzero(lab)[0], Y[lab]] = 1.0
+        class_counts = np.cumsum(np.vstack([self._class_counts, onehot]), axis=0)
+        proba = res.proba
+        empty = proba.sum(axis=1) <= 0
+        if empty.any():  # an expert that knows nothing answers with the class prior (as _answer does)
+            before = class_counts[:-1][empty]
+            totals = before.sum(axis=1, keepdims=True)
+            proba = proba.copy()
+            proba[empty] = np.divide(before, totals, out=before.copy(), where=totals > 0)
+        self._class_counts = class_counts[-1].copy()
+
+        if lab.any():
+            k = min(self.top_k, self._pool.n)
+            self._usage += np.bincount(res.expert[lab], minlength=self._pool.n)
+            self._expert_seen += int(lab.sum())
+            self._expert_correct += (res.expert_pred[lab] == Y[lab, None]).sum(axis=0)
+            self._win_x.extend(X[lab])
+            self._win_m.extend(res.mask[lab])
+            learners = np.unique(np.argsort(-W[lab], axis=1, kind="stable")[:, :k])
+            self._dirty.update(f"expert/{int(e)}" for e in learners)
+            self._dirty.update(("meta", "stats", "window"))
+            self.n_learned_ += int(lab.sum())
+            if len(self._win_x) >= self.window:
+                self._train_router()
+        classes = labels.classes
+        self.last_expert = int(res.expert[-1])
+        return [(dict(zip(classes, row)), e) for row, e in zip(proba.tolist(), res.expert.tolist())]
 
     def learn_many(self, X, y) -> None:
         """Learn the rows of a pandas frame in order (NaN cells are missing features)."""
@@ -405,6 +491,8 @@ class DriftMoE(base.MiniBatchClassifier):
                 out[name] = every[name]()
             elif name.startswith("expert/"):
                 out[name] = self._pool.part(int(name.split("/", 1)[1]))
+        if "meta" in self._dirty:
+            out.update(self._pool.extra_parts())
         return out
 
     def mark_clean(self) -> None:
