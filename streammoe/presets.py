@@ -4,13 +4,15 @@ Why presets: the CLI (``streammoe replay --model NAME``), the benchmarks and use
 variants all need the same handful of configurations spelled the same way.  Each factory
 returns a fresh, unfitted :class:`~streammoe.model.DriftMoE`; ``overrides`` replace any of its
 constructor parameters (e.g. ``engine='numba'``, ``window=128``), and an ``adaptive`` or
-``experts`` override replaces the preset's value as a whole.
+``experts`` override replaces the preset's value as a whole.  Presets with neural experts use
+``engine='river'`` (the list pool; the compiled engine holds plain trees only).
 
 * ``driftmoe-data``     the reference DriftMoE (data mode, 12 Hoeffding trees, top-3 learn);
 * ``driftmoe-task``     the reference task mode (one-vs-rest tree per class);
 * ``driftmoe-adaptive`` data mode + the drift-aware pool (:mod:`streammoe.adaptive`): drifting
   experts are frozen and replaced, recently accurate ones (recurring concepts) are recalled;
 * ``driftmoe-hetero``   8 trees + 4 MoRA neural experts under one router, with the drift-aware pool;
+  the neural experts learn every event (``learn_all``), the trees learn the events routed to them;
 * ``driftmoe-neural``   3 MoRA neural experts (online MLP base, rank-1 adapter units) under a
   small router (hidden 32): the fastest configuration with neural experts.
 """
@@ -57,13 +59,15 @@ def driftmoe_adaptive(seed: int = 42, **overrides: Any) -> DriftMoE:
 def driftmoe_hetero(seed: int = 42, **overrides: Any) -> DriftMoE:
     """Trees and MoRA neural experts under one router, with the drift-aware pool."""
     experts = ["tree"] * 8 + [dict(MORA_SPEC) for _ in range(4)]
-    return _build({"mode": "data", "experts": experts, "adaptive": dict(ADAPTIVE)}, seed, overrides)
+    adaptive = dict(ADAPTIVE, learn_all=["mora"])  # neural experts learn every event, trees are routed
+    return _build({"mode": "data", "experts": experts, "adaptive": adaptive, "engine": "river"}, seed, overrides)
 
 
 def driftmoe_neural(seed: int = 42, **overrides: Any) -> DriftMoE:
     """A small pool of MoRA neural experts under a small router."""
     experts = [dict(MORA_SPEC) for _ in range(3)]
-    return _build({"mode": "data", "experts": experts, "top_k": 1, "hidden": 32}, seed, overrides)
+    return _build({"mode": "data", "experts": experts, "top_k": 1, "hidden": 32, "engine": "river"}, seed,
+                  overrides)
 
 
 PRESETS: dict[str, Callable[..., DriftMoE]] = {

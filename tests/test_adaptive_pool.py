@@ -66,21 +66,33 @@ def test_recurring_concept_is_recalled_faster_than_the_reference():
     assert "freeze" in actions and "grow" in actions
 
 
-def test_budget_bounds_pool_frozen_experts_never_change_and_every_decision_is_logged():
+@pytest.mark.parametrize("engine", ["river", "auto"])
+def test_budget_bounds_pool_frozen_experts_never_change_and_every_decision_is_logged(engine):
     events = flip_events(700, seed=2, segments=(0, 1, 0, 1, 0, 1))
-    m = DriftMoE(n_experts=4, top_k=2, hidden=16, window=32, seed=2,
+    m = DriftMoE(n_experts=4, top_k=2, hidden=16, window=32, seed=2, engine=engine,
                  adaptive={"budget": 6, "grace": 100})
+    ids = list(range(4))  # a stable identity per pool slot, followed through the drift log
+    next_id, seen = 4, 0
     frozen_blobs: dict[int, bytes] = {}
     sizes = []
     for x, y in events:
         m.predict_one(x)
         m.learn_one(x, y)
         sizes.append(m.n_experts_)
-        for expert in m._pool.experts:
-            if expert.frozen:
-                blob = expert.to_state()
-                assert frozen_blobs.setdefault(id(expert), blob) == blob
-        assert len(m._policy.adwins) == m.n_experts_ == m._policy.recent_acc.size
+        for entry in m.drift_log[seen:]:
+            if entry["action"] == "grow":
+                assert entry["expert"] == len(ids)
+                ids.append(next_id)
+                next_id += 1
+            elif entry["action"] == "prune":
+                del ids[entry["expert"]]
+        seen = len(m.drift_log)
+        assert len(ids) == m.n_experts_
+        for e in range(m.n_experts_):
+            if m._pool.frozen(e):
+                blob = m._pool.part(e)
+                assert frozen_blobs.setdefault(ids[e], blob) == blob
+        assert len(m._policy.adwins) == m.n_experts_ == m._policy.recent_acc.size == m._policy.logit_bias().size
         assert sum(not m._pool.frozen(e) for e in range(m.n_experts_)) == 4
     assert max(sizes) <= 6
     log = m.drift_log
@@ -96,6 +108,7 @@ def test_budget_bounds_pool_frozen_experts_never_change_and_every_decision_is_lo
 def test_adaptive_model_save_load_continues_exactly(tmp_path):
     events = flip_events(600, seed=3)
     m = DriftMoE(n_experts=4, top_k=2, hidden=16, window=32, seed=3, adaptive={"budget": 6, "grace": 100},
+                 engine="river",
                  experts=["tree", "tree", "tree", {"kind": "mora", "units": 4}])
     for x, y in events[:1000]:
         m.predict_one(x)

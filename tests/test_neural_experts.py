@@ -194,7 +194,7 @@ def test_state_round_trip_continues_exactly_without_pickle():
 def test_driftmoe_with_neural_experts_saves_and_continues(tmp_path):
     X, y = flip_stream(300, 10, segments=(0, 1, 0))
     events = [({f"f{j}": float(v) for j, v in enumerate(x)}, int(t)) for x, t in zip(X, y)]
-    m = DriftMoE(experts=["tree", {"kind": "mora", "units": 4}, "lora"], hidden=16, window=32, seed=3)
+    m = DriftMoE(experts=["tree", {"kind": "mora", "units": 4}, "lora"], hidden=16, window=32, seed=3, engine="river")
     for x, t in events[:450]:
         m.predict_one(x)
         m.learn_one(x, t)

@@ -28,7 +28,7 @@ def test_preset_learns_and_is_deterministic(name):
     stream = events(400, 1)
     runs = []
     for _ in range(2):
-        model = PRESETS[name](seed=7, hidden=16)
+        model = PRESETS[name](seed=7, hidden=64)
         assert isinstance(model, DriftMoE) and model.seed == 7
         preds = []
         for x, y in stream:
