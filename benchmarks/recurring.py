@@ -151,6 +151,10 @@ def main() -> None:
             records = pool.map(run_pair, pairs, chunksize=1)
     else:
         records = [run_pair(p) for p in pairs]
+    # the report covers every record in --out, so a partial rerun (some streams / models) updates it
+    records = [json.loads(f.read_text()) for f in sorted(Path(args.out).glob("*__*.json"))]
+    args.streams = list(dict.fromkeys(list(args.streams) + [r["stream"] for r in records]))
+    args.models = list(dict.fromkeys(list(args.models) + [r["model"] for r in records]))
     text = report(records, args)
     (Path(args.out) / "report.md").write_text(text)
     print(text)

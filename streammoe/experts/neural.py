@@ -22,8 +22,8 @@ partitioning one LoRA's ranks into blocks and activating whole blocks):
   standardiser) so that frozen units keep their meaning.  ``benchmarks/neural_base.py``
   measures both; the registered defaults follow that measurement.
 
-Speed: the per-event forward pass runs in NumPy (float64) on the master weights, and the last
-forward is cached, so the model's ``predict_one`` followed by ``learn_one`` on the same event
+Speed: the per-event forward pass is one compiled (Numba) call on the NumPy master weights
+(:mod:`.neural_kernels`), and the last forward is cached, so the model's ``predict_one`` followed by ``learn_one`` on the same event
 costs one forward.  Learning buffers events and takes one Adam step per ``batch`` events; the
 backward pass of that step uses torch autograd on zero-copy views of the NumPy weights, and the
 Adam update (per-row for the adapter, so frozen and inactive ranks never move) is applied in
@@ -41,6 +41,7 @@ import torch
 from river import drift
 
 from ..state.codec import StateFormatError, pack_arrays, unpack_arrays
+from .neural_kernels import forward_rows, observe, softmax_row
 from .registry import register
 
 _PARAMS = ("W1", "b1", "Wo", "bo", "A", "B")
@@ -212,58 +213,18 @@ class AdapterMixtureExpert:
             buf["B"] = np.concatenate([buf["B"], np.zeros((self.n_ranks, k))], axis=1)
 
     # ------------------------------------------------------------------ forward
-    def _hidden(self, X: np.ndarray) -> np.ndarray:
-        Z = (X - self.mean) * self.inv_std
-        np.clip(Z, -_CLIP, _CLIP, out=Z)
-        H = Z @ self.p["W1"].T
-        H += self.p["b1"]
-        return np.maximum(H, 0.0, out=H)
-
-    def _gate(self, S: np.ndarray) -> np.ndarray:
-        """Boolean (n, units) mask of the ``top_k`` most self-activated units (ties: lower index)."""
-        n, U = S.shape[0], self.n_units
-        k = min(self.options["top_k"], U)
-        if k >= U:
-            return np.ones((n, U), dtype=bool)
-        block = self.options["block"]
-        score = np.abs(S) if block == 1 else np.square(S).reshape(n, U, block).sum(axis=2)
-        if n == 1:  # the per-event path: same result, a third of the NumPy calls
-            return self._gate_one(score[0], k)[None, :]
-        order = np.argsort(-score, axis=1, kind="stable")[:, :k]
-        mask = np.zeros((n, U), dtype=bool)
-        np.put_along_axis(mask, order, True, axis=1)
-        trainable = ~self.unit_frozen
-        if trainable.any() and not trainable.all():
-            # every event keeps one trainable unit active, or frozen units (old concepts) could take
-            # all k slots for some inputs, which would then never be learned again
-            rows = np.flatnonzero(~(mask & trainable).any(axis=1))
-            if rows.size:
-                best = np.argmax(np.where(trainable, score[rows], -np.inf), axis=1)
-                mask[rows, order[rows, k - 1]] = False
-                mask[rows, best] = True
-        return mask
-
-    def _gate_one(self, score: np.ndarray, k: int) -> np.ndarray:
-        order = np.argsort(-score, kind="stable")
-        mask = np.zeros(score.size, dtype=bool)
-        mask[order[:k]] = True
-        trainable = ~self.unit_frozen
-        if not (mask & trainable).any() and trainable.any():
-            mask[order[k - 1]] = False
-            mask[int(np.argmax(np.where(trainable, score, -np.inf)))] = True
-        return mask
-
     def _forward(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Logits (n, C) and the active-unit mask (n, units) for standardisable rows ``X``."""
-        Hd = self._hidden(X)
-        logits = Hd @ self.p["Wo"].T
-        logits += self.p["bo"]
-        if self.n_units == 0:
-            return logits, np.zeros((X.shape[0], 0), dtype=bool)
-        S = Hd @ self.p["A"].T
-        mask = self._gate(S)
-        S *= np.repeat(mask, self.options["block"], axis=1)
-        logits += S @ self.p["B"]
+        """Logits (n, C) and the active-unit mask (n, units) for rows ``X`` (n, n_features).
+
+        One compiled kernel serves single events and micro-batches, so the gate of an event is
+        the same whether it is predicted or trained on (see :mod:`.neural_kernels` for the rule).
+        """
+        n = X.shape[0]
+        logits = np.empty((n, self.n_classes))
+        mask = np.zeros((n, self.n_units), dtype=np.bool_)
+        p = self.p
+        forward_rows(np.ascontiguousarray(X), self.mean, self.inv_std, _CLIP, p["W1"], p["b1"], p["Wo"], p["bo"],
+                     p["A"], p["B"], self.unit_frozen, self.options["top_k"], self.options["block"], logits, mask)
         return logits, mask
 
     def _vector(self, x: np.ndarray) -> np.ndarray:
@@ -282,9 +243,9 @@ class AdapterMixtureExpert:
         if key == self._cache_key:
             return self._cache
         logits, mask = self._forward(x[None, : self.n_features])
-        z = logits[0]
-        e = np.exp(z - z.max())
-        out = (e / e.sum(), mask[0])
+        proba = np.empty(self.n_classes)
+        softmax_row(logits[0], proba)
+        out = (proba, mask[0])
         self._cache_key, self._cache = key, out
         return out
 
@@ -341,12 +302,7 @@ class AdapterMixtureExpert:
 
     def _observe(self, x: np.ndarray) -> None:
         """Welford update of the per-feature standardiser."""
-        x = x[: self.n_features]
-        self.count += 1.0
-        delta = x - self.mean
-        self.mean += delta / self.count
-        self.m2 += delta * (x - self.mean)
-        self.inv_std = 1.0 / np.sqrt(self.m2 / self.count + 1e-6)
+        observe(x, self.mean, self.m2, self.count, self.inv_std)
 
     def _step(self) -> None:
         """One Adam step on the buffered micro-batch (torch autograd for the gradients).
@@ -437,7 +393,8 @@ class AdapterMixtureExpert:
             buf["B"] = np.concatenate([buf["B"], np.zeros((k * block, C))])
         self.rank_steps = np.concatenate([self.rank_steps, np.zeros(k * block, dtype=np.int64)])
         self.unit_frozen = np.concatenate([self.unit_frozen, np.zeros(k, dtype=bool)])
-        self.unit_usage = np.concatenate([self.unit_usage, np.full(k, self.options["top_k"] / max(1, self.n_units + k))])
+        # a new unit starts at the activation rate it would have if the gate picked units uniformly
+        self.unit_usage = np.concatenate([self.unit_usage, np.full(k, min(1.0, self.options["top_k"] / self.n_units))])
         self.unit_age = np.concatenate([self.unit_age, np.zeros(k, dtype=np.int64)])
         self.unit_born = np.concatenate([self.unit_born, np.full(k, self.n_learned, dtype=np.int64)])
         self.unit_id = np.concatenate([self.unit_id, np.arange(self.next_unit_id, self.next_unit_id + k)])
