@@ -1,0 +1,32 @@
+"""streammoe bench end to end on a tiny run: every row, the ratios and both files."""
+from __future__ import annotations
+
+import json
+
+import typer
+from typer.testing import CliRunner
+
+from streammoe.bench import ratios, run_bench
+from streammoe.cli_bench import register
+
+
+def test_bench_writes_rows_ratios_and_files(tmp_path):
+    result = run_bench(["sea_a"], 3000, 1, tmp_path, slow_n=1000, keys=8, keyed_events=64, log=lambda s: None)
+    models = [r.model for r in result["rows"]]
+    assert models[:4] == ["DriftMoE numba", "DriftMoE river", "river ARF (10 trees)", "river HoeffdingTree"]
+    assert any(m.startswith("KeyedDriftMoE 8 keys (cpu)") for m in models)
+    fast = result["rows"][0]
+    assert fast.n == 3000 and result["rows"][1].n == 1000
+    assert 0.5 < fast.accuracy <= 1 and fast.events_per_s > 0 and fast.bytes_per_expert > 0
+    r = ratios(result["rows"])["sea_a"]
+    assert r["DriftMoE river"] > 1  # the compiled engine is faster than river's trees, whatever the machine
+    saved = json.loads((tmp_path / "bench.json").read_text())
+    assert len(saved["rows"]) == len(result["rows"])
+    assert "| sea_a | DriftMoE numba |" in (tmp_path / "bench.md").read_text()
+
+
+def test_bench_command_rejects_unknown_models(tmp_path):
+    app = typer.Typer()
+    register(app)
+    out = CliRunner().invoke(app, ["--models", "XGBoost", "--out", str(tmp_path)])
+    assert out.exit_code == 2 and "unknown model" in out.output
