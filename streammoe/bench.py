@@ -103,7 +103,7 @@ def bench_stream(stream: str, n: int, seed: int, models: list[str], warmup: int,
                         warm_s, total, per_expert))
         if slow_n and m > slow_n:  # accuracy on the events the slow models saw, for a like-for-like gap
             rows[-1].extra["accuracy_first"] = {"n": int(slow_n), "accuracy": float(hits[:slow_n].mean())}
-        log(f"  {stream:6s} {name:22s} n={m:>8,d} acc={100 * acc:6.2f}%  {rows[-1].events_per_s:>10,.0f} ev/s"
+        log(f"  {stream:6s} {name:22s} n={m:>8,d} acc={100 * rows[-1].accuracy:6.2f}%  {rows[-1].events_per_s:>10,.0f} ev/s"
             f"  warm-up {warm_s:5.2f}s")
     return rows
 
