@@ -123,12 +123,12 @@ def report(records: list[dict], args) -> str:
              "recovery = events after each drift until windowed accuracy is within 1 pt of its pre-drift "
              "level (window resolution; '-' = not recovered before the next drift); after = accuracy of "
              "the first evaluation window after each drift (n/100 events, at least 500).", "",
-             "| stream | model | accuracy | events/s | recovery per drift | after per drift | pool |",
+             "| stream | model | accuracy | events/s | recovery per drift | after per drift | pool at the end |",
              "|---|---|---|---|---|---|---|"]
     for r in sorted(records, key=lambda r: (args.streams.index(r["stream"]), args.models.index(r["model"]))):
         rec = ", ".join("-" if d["events_to_recover"] is None else str(d["events_to_recover"]) for d in r["recovery"])
         aft = ", ".join("-" if d["accuracy"] is None else f"{d['accuracy']:.3f}" for d in r["accuracy_after_drift"])
-        pool = f"{r['n_experts']} experts, {sum(e['action'] == 'freeze' for e in r['drift_log'])} frozen" \
+        pool = f"{r['n_experts']} experts, {sum(e['action'] == 'freeze' for e in r['drift_log'])} freezes" \
             if r["n_experts"] else ""
         lines.append(f"| {r['stream']} | {r['model']} | {r['accuracy']:.4f} | {r['events_per_s']:.0f} | {rec} | "
                      f"{aft} | {pool} |")
@@ -144,8 +144,10 @@ def main() -> None:
     ap.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS))
     ap.add_argument("--jobs", type=int, default=1)
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "recurring"))
+    ap.add_argument("--report-only", action="store_true", help="rebuild report.md from the JSON records in --out")
     args = ap.parse_args()
-    pairs = [(s, m, args.n, args.segment, args.seed, args.out) for s in args.streams for m in args.models]
+    pairs = [] if args.report_only else \
+        [(s, m, args.n, args.segment, args.seed, args.out) for s in args.streams for m in args.models]
     if args.jobs > 1:
         with multiprocessing.get_context("spawn").Pool(args.jobs, maxtasksperchild=1) as pool:
             records = pool.map(run_pair, pairs, chunksize=1)
