@@ -358,30 +358,37 @@ class DriftMoE(base.MiniBatchClassifier):
         windowed path.  Raises ``ValueError`` (naming the event index and feature) before
         learning anything if an event is invalid.
         """
+        labels = []
         for i, (x, y) in enumerate(zip(xs, ys)):
             try:
                 check_features(x)
-                if y is not None:
-                    normalise_label(y)
+                labels.append(None if y is None else normalise_label(y))
             except ValueError as exc:
                 raise ValueError(f"event {i}: {exc}") from None
         if self.mode != "data" or self._policy is not None or not hasattr(self._pool, "run_window"):
-            return [self._predict_learn_one(x, y) for x, y in zip(xs, ys)]
+            return [self._predict_learn_one(x, y) for x, y in zip(xs, labels)]
         out: list = []
         i, n = 0, len(xs)
+        grows = self._growth_flags(xs, labels)
         while i < n:
-            if self._grows(xs[i], ys[i]) or not self._labels.classes:
-                out.append(self._predict_learn_one(xs[i], ys[i]))  # growth: the exact per-event path
+            if grows[i] or not self._labels.classes:
+                out.append(self._predict_learn_one(xs[i], labels[i]))  # growth: the exact per-event path
                 i += 1
+                grows[i:] = self._growth_flags(xs[i:], labels[i:])
                 continue
             room = self.window - len(self._win_x)  # labelled events until the router's next step
             j, labelled = i, 0
-            while j < n and labelled < room and not self._grows(xs[j], ys[j]):
-                labelled += ys[j] is not None
+            while j < n and labelled < room and not grows[j]:
+                labelled += labels[j] is not None
                 j += 1
-            out.extend(self._run_segment(xs[i:j], ys[i:j]))
+            out.extend(self._run_segment(xs[i:j], labels[i:j]))
             i = j
         return out
+
+    def _growth_flags(self, xs: list, labels: list) -> list[bool]:
+        """Which events would add a feature or a class when learned (they take the per-event path)."""
+        known, fkeys = self._labels.index, self._features.index.keys()
+        return [y is not None and (y not in known or not x.keys() <= fkeys) for x, y in zip(xs, labels)]
 
     def _predict_learn_one(self, x: dict, y) -> tuple[dict, int | None]:
         answer = (self.predict_proba_one(x), self.last_expert)
@@ -389,14 +396,10 @@ class DriftMoE(base.MiniBatchClassifier):
             self.learn_one(x, y)
         return answer
 
-    def _grows(self, x: dict, y) -> bool:
-        """Would learning (x, y) add a feature or a class?  Such events take the per-event path."""
-        if y is None:
-            return False
-        return normalise_label(y) not in self._labels.index or not x.keys() <= self._features.index.keys()
-
     def _run_segment(self, xs: list, ys: list) -> list[tuple[dict, int | None]]:
         """Events that add no feature or class and stay inside one router window, in one kernel call.
+
+        ``ys`` are normalised labels (or ``None``) that the model already knows.
 
         Equal, bit for bit, to the per-event path: the running means used for imputation are
         accumulated in the same order (``cumsum``), the router's forward pass is row-exact, and
@@ -404,14 +407,10 @@ class DriftMoE(base.MiniBatchClassifier):
         """
         fs, labels = self._features, self._labels
         n, d, C = len(xs), len(fs), len(labels)
-        index = fs.index
-        R = np.full((n, d), np.nan)
-        for r, x in enumerate(xs):
-            for k, v in x.items():
-                j = index.get(k)
-                if j is not None:
-                    R[r, j] = v
-        Y = np.array([-1 if y is None else labels.index[normalise_label(y)] for y in ys], dtype=np.int64)
+        names, nan = fs.names, np.nan
+        R = np.array([[x.get(k, nan) for k in names] for x in xs], dtype=np.float64).reshape(n, d)
+        index = labels.index
+        Y = np.array([-1 if y is None else index[y] for y in ys], dtype=np.int64)
         lab = Y >= 0
         present = ~np.isnan(R)
         learned = present & lab[:, None]

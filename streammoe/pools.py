@@ -261,12 +261,13 @@ def resolve_engine(engine: str) -> str:
 
 def make_pool(engine: str, specs: list, *, binary: bool, grace_period: int, delta: float, seed: int) -> ExpertPool:
     """Build a pool for ``engine`` from expert specs (``"tree"`` experts use the engine's trees)."""
-    engine = resolve_engine(engine)
+    specs = [normalise_spec(s) for s in specs]
+    plain_trees = all(s == {"kind": "tree"} for s in specs)
+    engine = resolve_engine(engine) if (engine != "auto" or plain_trees) else "river"  # auto: mixed pools → list pool
     config = {"engine": engine, "binary": binary, "grace_period": grace_period, "delta": delta, "seed": seed,
               "default_spec": {"kind": "tree"}}
-    specs = [normalise_spec(s) for s in specs]
     if engine == "numba":
-        if any(s != {"kind": "tree"} for s in specs):
+        if not plain_trees:
             raise ValueError("engine='numba' holds plain tree experts only; use engine='river' for "
                              "heterogeneous pools or per-expert options")
         return ArrayTreePool(len(specs), config)
