@@ -216,6 +216,10 @@ def version() -> None:
         typer.echo(f"{name} {ver}")
 
 
+from .cli_service import register as _register_service  # noqa: E402  (serve, generate, inspect)
+_register_service(app)
+
+
 def main() -> None:
     """Entry point for ``python -m streammoe``."""
     app(prog_name="streammoe")

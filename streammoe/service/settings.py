@@ -35,6 +35,7 @@ from typing import Any, Literal, Optional
 from pydantic import BaseModel, ConfigDict, Field, FilePath, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict, TomlConfigSettingsSource
 
+from .options import ServeSettings
 from .schema import DecodeLimits
 
 try:
@@ -44,7 +45,7 @@ except ImportError:  # Python 3.10: the backport pydantic-settings also uses
 
 __all__ = [
     "Settings", "KafkaSettings", "RedisSettings", "ModelSettings", "CheckpointSettings",
-    "LimitsSettings", "HttpSettings", "SettingsFileError", "CONFIG_ENV_VAR",
+    "LimitsSettings", "HttpSettings", "ServeSettings", "SettingsFileError", "CONFIG_ENV_VAR",
 ]
 
 #: Environment variable naming the TOML config file.
@@ -306,6 +307,7 @@ class Settings(BaseSettings):
     checkpoint: CheckpointSettings = Field(default_factory=CheckpointSettings)
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
+    serve: ServeSettings = Field(default_factory=ServeSettings)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_json: bool = Field(True, description="one JSON object per log line")
 

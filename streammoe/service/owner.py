@@ -1,0 +1,526 @@
+"""Everything one daemon holds for one input partition it owns: models, pending events,
+offsets, and the checkpoint that moves them to Redis in one atomic, fenced step.
+
+Why one owner per partition: a partition is the unit Kafka hands to a consumer, and its
+records arrive in order, so the state built from them (the partition's model - or its
+keyed models - and the events waiting for labels) can be checkpointed together with the
+offsets of the input *and* labels partitions in a single ``RedisStore.commit``.  After a
+crash or a rebalance the next owner claims a higher epoch (the old one can no longer
+write), loads that checkpoint and seeks to its offsets: no event is learned twice, none is
+skipped, and the final state equals that of an uninterrupted run.
+
+Redis layout (one state hash per partition, see :mod:`streammoe.state.redis_store`):
+
+* model parts as ``DriftMoE.state_parts`` names; keyed models (``serve.model_per = "key"``)
+  under ``k/<url-quoted key>/<part>``, so all keys of a partition commit atomically;
+* extras: ``daemon`` (counters, stream time, pending sequence: JSON) and ``guard:<key>``
+  (the feature set / label type an event must match: JSON);
+* offsets ``<topic>:<partition>`` for the input and labels partitions.
+
+Checks made on decoded events, in order (each failure is a dead letter with its reason):
+``too_many_keys`` (a new key beyond ``serve.max_keys_per_partition``), ``wrong_features``
+(``serve.feature_policy = "strict"``: the features of the model's first event, exactly),
+``unknown_label`` (outside ``serve.classes``, or of another type than the model's first
+label - ``1`` vs ``"1"`` vs ``true`` would otherwise silently be three classes, or merge).
+The guard is fixed by the first *event* of a model, not by what the model happens to have
+learned when a batch starts, so decisions do not depend on batch boundaries.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional, Protocol
+from urllib.parse import quote, unquote
+
+from .. import __version__
+from ..state.redis_store import CommitResult
+from .pending import PendingEvent, PendingLabels
+from .schema import DeadLetter, DecodeLimits, Event, ReasonCode, decode_event, decode_label, encode_prediction
+
+__all__ = ["OwnerConfig", "PartitionOwner", "Sink", "Guard", "state_name", "part_prefix", "split_part",
+           "DAEMON_EXTRA", "GUARD_EXTRA"]
+
+log = logging.getLogger("streammoe.serve")
+
+DAEMON_EXTRA = "daemon"
+GUARD_EXTRA = "guard:"
+_DAEMON_FORMAT = "streammoe/daemon@1"
+_LABEL_TYPES = {"bool": bool, "int": int, "str": str}
+
+
+class Sink(Protocol):
+    """Where an owner's output goes (the daemon: a Kafka producer)."""
+
+    def prediction(self, partition: int, key: Optional[bytes], value: bytes, latency_s: float) -> None: ...
+
+    def dead(self, dl: DeadLetter, key: Optional[bytes] = None) -> None: ...
+
+
+def state_name(base: str, topic: str, partition: int) -> str:
+    """Redis model name of one input partition."""
+    return f"{base}/{topic}/{int(partition)}"
+
+
+def part_prefix(key: Optional[str]) -> str:
+    """Prefix of a keyed model's parts inside its partition's hash ('' for the unkeyed model)."""
+    return "" if key is None else f"k/{quote(key, safe='')}/"
+
+
+def split_part(name: str) -> tuple[Optional[str], str]:
+    """Inverse of :func:`part_prefix`: ``(key, part name)``."""
+    if name.startswith("k/"):
+        _, enc, rest = name.split("/", 2)
+        return unquote(enc), rest
+    return None, name
+
+
+@dataclass(frozen=True)
+class OwnerConfig:
+    """The settings an owner needs (built once by the daemon from :class:`Settings`)."""
+
+    base_name: str
+    input_topic: str
+    labels_topic: Optional[str]
+    new_model: Callable[[], Any]
+    limits: DecodeLimits = field(default_factory=DecodeLimits)
+    pending_max: int = 100_000
+    pending_ttl_s: float = 3600.0
+    keyed: bool = False
+    max_keys: int = 10_000
+    strict_features: bool = True
+    classes: Optional[tuple] = None
+
+    @classmethod
+    def from_settings(cls, settings: Any, new_model: Callable[[], Any]) -> "OwnerConfig":
+        serve = settings.serve
+        return cls(
+            base_name=settings.model.name, input_topic=settings.kafka.input_topic,
+            labels_topic=settings.kafka.labels_topic, new_model=new_model,
+            limits=DecodeLimits(**{k: getattr(settings.limits, k) for k in DecodeLimits.model_fields}),
+            pending_max=settings.limits.pending_max_count, pending_ttl_s=settings.limits.pending_ttl_s,
+            keyed=serve.model_per == "key", max_keys=serve.max_keys_per_partition,
+            strict_features=serve.feature_policy == "strict",
+            classes=tuple(serve.classes) if serve.classes is not None else None,
+        )
+
+
+@dataclass
+class Guard:
+    """What later events of one model must match: set by its first event / first label."""
+
+    features: Optional[frozenset] = None
+    label_type: Optional[type] = None
+    dirty: bool = False
+
+    def to_blob(self) -> bytes:
+        body = {"features": sorted(self.features) if self.features is not None else None,
+                "label_type": self.label_type.__name__ if self.label_type else None}
+        return json.dumps(body, separators=(",", ":")).encode()
+
+    @classmethod
+    def from_blob(cls, blob: bytes) -> "Guard":
+        d = json.loads(blob)
+        return cls(frozenset(d["features"]) if d["features"] is not None else None,
+                   _LABEL_TYPES.get(d["label_type"]) if d["label_type"] else None)
+
+
+@dataclass
+class OwnerStats:
+    """Counters of one partition (kept across restarts in the ``daemon`` extra)."""
+
+    events: int = 0        # input records consumed
+    labels: int = 0        # label records consumed
+    predicted: int = 0
+    learned: int = 0       # inline + joined delayed labels
+    joined: int = 0        # delayed labels joined with their event
+    scored: int = 0        # predictions compared with their label (prequential)
+    correct: int = 0
+    dead: dict[str, int] = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return {k: getattr(self, k) for k in ("events", "labels", "predicted", "learned", "joined", "scored",
+                                               "correct")} | {"dead": dict(self.dead)}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "OwnerStats":
+        return cls(**{k: int(d.get(k, 0)) for k in ("events", "labels", "predicted", "learned", "joined",
+                                                     "scored", "correct")},
+                   dead={str(k): int(v) for k, v in d.get("dead", {}).items()})
+
+
+def _same_label(a: Any, b: Any) -> bool:
+    return type(a) is type(b) and a == b
+
+
+class PartitionOwner:
+    """Models, pending events and offsets of one input partition (see the module docstring).
+
+    Not thread-safe: the daemon calls it from one thread (or under its lock).
+    """
+
+    def __init__(self, cfg: OwnerConfig, partition: int, epoch: int, *, models: Optional[dict] = None,
+                 guards: Optional[dict] = None, offsets: Optional[dict] = None,
+                 pending: Optional[PendingLabels] = None, stream_time: float = float("-inf"),
+                 stats: Optional[OwnerStats] = None, stored_parts: Optional[dict] = None):
+        self.cfg = cfg
+        self.partition = int(partition)
+        self.epoch = int(epoch)
+        self.name = state_name(cfg.base_name, cfg.input_topic, partition)
+        self.input_key = f"{cfg.input_topic}:{self.partition}"
+        self.labels_key = f"{cfg.labels_topic}:{self.partition}" if cfg.labels_topic else None
+        self.models: dict[Optional[str], Any] = dict(models or {})
+        self.guards: dict[Optional[str], Guard] = dict(guards or {})
+        self.offsets: dict[str, int] = dict(offsets or {})
+        self.pending = pending or PendingLabels(cfg.pending_max, cfg.pending_ttl_s)
+        self.stream_time = stream_time
+        self.stats = stats or OwnerStats()
+        # part names stored in Redis per model key (to remove parts a shrinking pool dropped)
+        self._stored: dict[Optional[str], set[str]] = {k: set(v) for k, v in (stored_parts or {}).items()}
+        self._changed = False
+        self.events_since_checkpoint = 0
+        self.last_checkpoint = time.monotonic()
+        self.last_checkpoint_wall: Optional[float] = None
+        self._class_set = {(type(c), c) for c in cfg.classes} if cfg.classes is not None else None
+
+    # --- loading ---------------------------------------------------------------------------
+    @classmethod
+    def open(cls, store: Any, cfg: OwnerConfig, partition: int, model_from_parts: Callable[[dict], Any]
+             ) -> "PartitionOwner":
+        """Become the owner of ``partition``: claim a new epoch (fencing out the previous
+        owner), then load its last checkpoint and pending events."""
+        name = state_name(cfg.base_name, cfg.input_topic, partition)
+        epoch = store.claim(name)
+        ck = store.load(name)
+        by_key: dict[Optional[str], dict[str, bytes]] = {}
+        for pname, blob in ck.parts.items():
+            key, part = split_part(pname)
+            by_key.setdefault(key, {})[part] = blob
+        models = {key: model_from_parts(parts) for key, parts in by_key.items()}
+        guards: dict[Optional[str], Guard] = {}
+        daemon: dict = {}
+        for xname, blob in ck.extra.items():
+            if xname == DAEMON_EXTRA:
+                daemon = json.loads(blob)
+            elif xname.startswith(GUARD_EXTRA):
+                enc = xname[len(GUARD_EXTRA):]
+                guards[unquote(enc) if enc else None] = Guard.from_blob(blob)
+        pending = PendingLabels.restore(store.pending_load(name), cfg.pending_max, cfg.pending_ttl_s,
+                                        int(daemon.get("pending_seq", 0)))
+        st = daemon.get("stream_time")
+        owner = cls(cfg, partition, epoch, models=models, guards=guards, offsets=ck.offsets, pending=pending,
+                    stream_time=float(st) if st is not None else float("-inf"),
+                    stats=OwnerStats.from_json(daemon.get("stats", {})),
+                    stored_parts={k: set(v) for k, v in by_key.items()})
+        owner.last_checkpoint_wall = ck.ts
+        return owner
+
+    # --- queries ---------------------------------------------------------------------------
+    @property
+    def changed(self) -> bool:
+        """Whether anything happened since the last checkpoint."""
+        return self._changed
+
+    def next_offset(self, topic_key: Optional[str]) -> Optional[int]:
+        return self.offsets.get(topic_key) if topic_key else None
+
+    # --- events ----------------------------------------------------------------------------
+    def handle_events(self, records: list, sink: Sink) -> int:
+        """Decode, check, predict (and learn inline labels) for input records, in order.
+        Returns how many records were consumed (duplicates of processed offsets skipped)."""
+        cfg, stats = self.cfg, self.stats
+        nxt = self.offsets.get(self.input_key)
+        accepted: list[tuple[Any, Event, Optional[str]]] = []
+        groups: dict[Optional[str], list[int]] = {}
+        consumed = 0
+        for rec in records:
+            if nxt is not None and rec.offset < nxt:
+                continue  # already processed: the fetch restarted behind our position
+            nxt = rec.offset + 1
+            consumed += 1
+            t = rec.timestamp / 1000.0
+            if t > self.stream_time:
+                self.stream_time = t
+            ev = decode_event(rec.value, cfg.limits, topic=cfg.input_topic, partition=self.partition,
+                              offset=rec.offset)
+            if isinstance(ev, DeadLetter):
+                self._dead(sink, ev, rec.key)
+                continue
+            mkey = ev.key if cfg.keyed else None
+            problem = self._check_event(mkey, ev)
+            if problem is not None:
+                code, msg = problem
+                self._dead(sink, DeadLetter(code, msg, rec.value, cfg.input_topic, self.partition, rec.offset),
+                           rec.key)
+                continue
+            groups.setdefault(mkey, []).append(len(accepted))
+            accepted.append((rec, ev, mkey))
+        if consumed:
+            self._changed = True
+            stats.events += consumed
+            self.events_since_checkpoint += consumed
+            self.offsets[self.input_key] = nxt
+        if accepted:
+            results = self._predict_groups(accepted, groups, sink)
+            self._emit(accepted, results, sink)
+        self._expire(sink)
+        return consumed
+
+    def _check_event(self, mkey: Optional[str], ev: Event) -> Optional[tuple[ReasonCode, str]]:
+        guard = self.guards.get(mkey)
+        if guard is None:
+            if mkey not in self.models and len(self.guards.keys() | self.models.keys()) >= self.cfg.max_keys:
+                return (ReasonCode.TOO_MANY_KEYS,
+                        f"partition {self.partition} already holds {self.cfg.max_keys} keyed models "
+                        f"(serve.max_keys_per_partition); key {mkey!r} is new")
+            guard = self._new_guard(mkey)
+        fix_features = False
+        if self.cfg.strict_features:
+            if guard.features is None:
+                fix_features = True
+            elif ev.x.keys() != guard.features:
+                return ReasonCode.WRONG_FEATURES, _feature_diff(ev.x.keys(), guard.features)
+        if ev.y is not None:
+            problem = self._check_label(guard, ev.y)
+            if problem:
+                return ReasonCode.UNKNOWN_LABEL, problem
+        if fix_features:  # only an accepted event fixes the feature set
+            guard.features, guard.dirty = frozenset(ev.x), True
+        return None
+
+    def _new_guard(self, mkey: Optional[str]) -> Guard:
+        """A guard for a model seen for the first time (derived from a loaded model's state)."""
+        model = self.models.get(mkey)
+        guard = Guard(dirty=True)
+        if model is not None:
+            if model.features_:
+                guard.features = frozenset(model.features_)
+            if model.classes_:
+                guard.label_type = type(model.classes_[0])
+        self.guards[mkey] = guard
+        return guard
+
+    def _check_label(self, guard: Guard, y: Any) -> Optional[str]:
+        if self._class_set is not None:
+            if (type(y), y) not in self._class_set:
+                return f"label {y!r} is not one of serve.classes {list(self.cfg.classes)}"
+            return None
+        if guard.label_type is None:
+            guard.label_type, guard.dirty = type(y), True
+        elif type(y) is not guard.label_type:
+            return (f"label {y!r} is {type(y).__name__} but this model's labels are "
+                    f"{guard.label_type.__name__}; mixing label types would create distinct (or merged) classes")
+        return None
+
+    def _model(self, mkey: Optional[str]) -> Any:
+        model = self.models.get(mkey)
+        if model is None:
+            model = self.models[mkey] = self.cfg.new_model()
+        return model
+
+    def _predict_groups(self, accepted: list, groups: dict, sink: Sink) -> list:
+        """``(proba, expert, model_version)`` per accepted event (``None`` if refused)."""
+        results: list = [None] * len(accepted)
+        for mkey, idx in groups.items():
+            model = self._model(mkey)
+            xs = [accepted[i][1].x for i in idx]
+            ys = [accepted[i][1].y for i in idx]
+            version = model.n_learned_
+            try:
+                out = model.predict_learn_many(xs, ys)
+            except ValueError:
+                out = self._predict_one_by_one(model, idx, accepted, xs, ys, sink)
+            for i, y, res in zip(idx, ys, out):
+                if res is not None:
+                    results[i] = (res[0], res[1], version)
+                    if y is not None:
+                        version += 1
+        return results
+
+    def _predict_one_by_one(self, model: Any, idx: list, accepted: list, xs: list, ys: list, sink: Sink) -> list:
+        """Isolate the event(s) the model refuses (the batch call validates all first)."""
+        out: list = []
+        for i, x, y in zip(idx, xs, ys):
+            try:
+                out.append(model.predict_learn_many([x], [y])[0])
+            except ValueError as exc:
+                rec = accepted[i][0]
+                self._dead(sink, DeadLetter(ReasonCode.PROCESSING_ERROR, f"the model refused the event: {exc}",
+                                            rec.value, self.cfg.input_topic, self.partition, rec.offset), rec.key)
+                out.append(None)
+        return out
+
+    def _emit(self, accepted: list, results: list, sink: Sink) -> None:
+        stats, pending = self.stats, self.pending
+        with_labels = self.cfg.labels_topic is not None
+        now = time.time()
+        for (rec, ev, mkey), res in zip(accepted, results):
+            if res is None:
+                continue
+            proba, expert, version = res
+            y_pred = max(proba, key=proba.get) if proba else None
+            ts = ev.ts if ev.ts is not None else rec.timestamp / 1000.0
+            latency = now - ts
+            try:
+                value = encode_prediction(ev.id, y_pred, proba, expert, version, latency * 1000.0)
+            except ValueError as exc:  # NaN probabilities: the model misbehaved on this event
+                self._dead(sink, DeadLetter(ReasonCode.PROCESSING_ERROR, f"prediction not encodable: {exc}",
+                                            rec.value, self.cfg.input_topic, self.partition, rec.offset), rec.key)
+                continue
+            sink.prediction(self.partition, rec.key, value, latency)
+            stats.predicted += 1
+            if ev.y is not None:
+                stats.learned += 1
+                stats.scored += 1
+                stats.correct += _same_label(y_pred, ev.y)
+            elif with_labels:
+                for old, why in pending.add(ev.id, ev.x, key=ev.key if self.cfg.keyed else None, ts=ev.ts,
+                                            y_pred=y_pred, offset=rec.offset, event_time=rec.timestamp / 1000.0):
+                    self._dead_pending(sink, old, ReasonCode.PENDING_EVICTED, why)
+
+    # --- labels ----------------------------------------------------------------------------
+    def handle_labels(self, records: list, sink: Sink) -> int:
+        """Join delayed labels with their pending events and learn them, in order."""
+        cfg, stats, pending = self.cfg, self.stats, self.pending
+        nxt = self.offsets.get(self.labels_key)
+        consumed = 0
+        for rec in records:
+            if nxt is not None and rec.offset < nxt:
+                continue
+            nxt = rec.offset + 1
+            consumed += 1
+            t = rec.timestamp / 1000.0
+            if t > self.stream_time:
+                self.stream_time = t
+                self._expire(sink)
+            msg = decode_label(rec.value, cfg.limits, topic=cfg.labels_topic, partition=self.partition,
+                               offset=rec.offset)
+            if isinstance(msg, DeadLetter):
+                self._dead(sink, msg, rec.key)
+                continue
+            pe = pending.get(msg.id)
+            if pe is None:
+                self._dead(sink, DeadLetter(
+                    ReasonCode.UNKNOWN_EVENT_ID,
+                    f"no event with id {msg.id!r} is waiting for a label in partition {self.partition} "
+                    f"(never seen here, already labelled, expired or evicted)",
+                    rec.value, cfg.labels_topic, self.partition, rec.offset), rec.key)
+                continue
+            guard = self.guards.get(pe.key) or self._new_guard(pe.key)
+            problem = self._check_label(guard, msg.y)
+            if problem:
+                self._dead(sink, DeadLetter(ReasonCode.UNKNOWN_LABEL, problem + " (the event keeps waiting)",
+                                            rec.value, cfg.labels_topic, self.partition, rec.offset), rec.key)
+                continue
+            pending.pop(msg.id)
+            try:
+                self._model(pe.key).learn_one(pe.x, msg.y)
+            except ValueError as exc:
+                self._dead(sink, DeadLetter(ReasonCode.PROCESSING_ERROR, f"the model refused the labelled "
+                                            f"event {pe.id!r}: {exc}", rec.value, cfg.labels_topic,
+                                            self.partition, rec.offset), rec.key)
+                continue
+            stats.learned += 1
+            stats.joined += 1
+            stats.scored += 1
+            stats.correct += _same_label(pe.y_pred, msg.y)
+        if consumed:
+            self._changed = True
+            stats.labels += consumed
+            self.events_since_checkpoint += consumed
+            self.offsets[self.labels_key] = nxt
+        return consumed
+
+    # --- dead letters ----------------------------------------------------------------------
+    def _dead(self, sink: Sink, dl: DeadLetter, key: Optional[bytes]) -> None:
+        code = dl.reason_code.value
+        self.stats.dead[code] = self.stats.dead.get(code, 0) + 1
+        sink.dead(dl, key)
+
+    def _dead_pending(self, sink: Sink, pe: PendingEvent, code: ReasonCode, why: str) -> None:
+        self._changed = True
+        self._dead(sink, DeadLetter(code, f"event {pe.id!r}: {why}", pe.event_bytes(), self.cfg.input_topic,
+                                    self.partition, pe.offset), pe.key.encode() if pe.key else None)
+
+    def _expire(self, sink: Sink) -> None:
+        for pe in self.pending.expire(self.stream_time):
+            self._dead_pending(sink, pe, ReasonCode.LABEL_TIMEOUT,
+                               f"no label within {self.cfg.pending_ttl_s:g} s of event time "
+                               f"(limits.pending_ttl_s)")
+
+    # --- checkpoint ------------------------------------------------------------------------
+    def due(self, every_events: int, every_seconds: float, now: Optional[float] = None) -> bool:
+        """Whether a checkpoint is due: something changed and either bound is reached."""
+        if not self._changed:
+            return False
+        now = time.monotonic() if now is None else now
+        return self.events_since_checkpoint >= every_events or now - self.last_checkpoint >= every_seconds
+
+    def checkpoint(self, store: Any, sink: Sink) -> CommitResult:
+        """Commit changed parts, offsets, pending changes and counters atomically, fenced by
+        this owner's epoch.  Raises ``FencedError`` when another owner took over (nothing is
+        written then) and ``StoreUnavailableError`` when Redis is unreachable (the changes
+        stay pending for the next attempt)."""
+        parts: dict[str, bytes] = {}
+        remove: list[str] = []
+        written: dict[Optional[str], set[str]] = {}
+        for mkey, model in self.models.items():
+            prefix = part_prefix(mkey)
+            stored = self._stored.get(mkey)
+            blobs = model.dirty_parts() if stored else model.state_parts()
+            if stored and model.n_experts_ < sum(1 for p in stored if p.startswith("expert/")):
+                gone = stored - set(model.state_parts())
+                remove += [prefix + p for p in sorted(gone)]
+            parts.update({prefix + p: b for p, b in blobs.items()})
+            written[mkey] = set(blobs)
+        extra = {DAEMON_EXTRA: json.dumps(self._daemon_json(), separators=(",", ":"), sort_keys=True).encode()}
+        for mkey, guard in self.guards.items():
+            if guard.dirty:
+                extra[GUARD_EXTRA + ("" if mkey is None else quote(mkey, safe=""))] = guard.to_blob()
+        put, dels = self.pending.changes()
+        result = store.commit(self.name, parts, dict(self.offsets), self.epoch, extra, remove=remove,
+                              pending_put=put, pending_del=dels)
+        for mkey, model in self.models.items():
+            model.mark_clean()
+            names = self._stored.setdefault(mkey, set())
+            names |= written.get(mkey, set())
+            names -= {r[len(part_prefix(mkey)):] for r in remove if r.startswith(part_prefix(mkey))}
+        for guard in self.guards.values():
+            guard.dirty = False
+        self.pending.committed()
+        for eid in result.evicted:  # only when Redis held more than this owner knew of
+            pe = self.pending.pop(eid)
+            if pe is not None:
+                self._dead_pending(sink, pe, ReasonCode.PENDING_EVICTED, "evicted by the store's pending bound")
+        self._changed = bool(result.evicted)
+        self.events_since_checkpoint = 0
+        self.last_checkpoint = time.monotonic()
+        self.last_checkpoint_wall = time.time()
+        return result
+
+    def _daemon_json(self) -> dict:
+        return {
+            "format": _DAEMON_FORMAT, "version": __version__,
+            "stream_time": self.stream_time if self.stream_time != float("-inf") else None,
+            "pending_seq": self.pending.next_seq, "stats": self.stats.to_json(),
+            "models": len(self.models), "owner": f"{socket.gethostname()}:{os.getpid()}",
+        }
+
+
+def _feature_diff(got: Any, want: frozenset) -> str:
+    got = set(got)
+    missing, extra = sorted(want - got), sorted(got - want)
+    parts = []
+    if missing:
+        parts.append(f"missing {_names(missing)}")
+    if extra:
+        parts.append(f"unexpected {_names(extra)}")
+    return ("features differ from the model's (" + "; ".join(parts) + "); serve.feature_policy is strict")
+
+
+def _names(names: list, limit: int = 5) -> str:
+    shown = ", ".join(repr(n) for n in names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")

@@ -1,0 +1,248 @@
+"""The daemon's building blocks without a broker: pending labels, event-time alignment, and
+the partition owner (decode -> check -> predict/learn -> dead letters), compared with the
+plain model run offline on the same events."""
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+from kafka.consumer.fetcher import ConsumerRecord
+
+from streammoe import DriftMoE
+from streammoe.connectors import open_source
+from streammoe.service.align import EVENTS, LABELS, Aligner
+from streammoe.service.generate import json_label
+from streammoe.service.owner import OwnerConfig, PartitionOwner, part_prefix, split_part
+from streammoe.service.pending import PendingEvent, PendingLabels
+from streammoe.service.schema import DeadLetter, DecodeLimits
+from streammoe.state.codec import state_digest
+
+PARAMS = {"n_experts": 3, "hidden": 8, "window": 32, "seed": 7}
+
+
+def rec(topic: str, offset: int, ts_ms: int, value, partition: int = 0, key: bytes | None = None):
+    size = len(value) if value is not None else -1
+    return ConsumerRecord(topic, partition, -1, offset, ts_ms, 0, key, value, [], None, -1, size, -1)
+
+
+class ListSink:
+    """Collects what an owner produces (the daemon sends it to Kafka instead)."""
+
+    def __init__(self):
+        self.predictions: list[dict] = []
+        self.letters: list[DeadLetter] = []
+
+    def prediction(self, partition, key, value, latency_s):
+        self.predictions.append(json.loads(value))
+
+    def dead(self, dl, key=None):
+        self.letters.append(dl)
+
+
+def make_sink() -> ListSink:
+    return ListSink()
+
+
+def reasons(sink: ListSink) -> list[str]:
+    return [d.reason_code.value for d in sink.letters]
+
+
+def owner(labels_topic: str | None = None, **kw) -> PartitionOwner:
+    cfg = OwnerConfig(base_name="m", input_topic="in", labels_topic=labels_topic,
+                      new_model=lambda: DriftMoE(**PARAMS), **kw)
+    return PartitionOwner(cfg, partition=0, epoch=1)
+
+
+def sea(n: int, seed: int = 3):
+    return list(open_source("sea_a", n=n, seed=seed))
+
+
+def event_bytes(i: int, x: dict, y=None, **extra) -> bytes:
+    body = {"id": f"e-{i}", "x": x, **extra}
+    if y is not None:
+        body["y"] = y
+    return json.dumps(body).encode()
+
+
+# --- pending labels ---------------------------------------------------------------------------
+
+def test_pending_ttl_in_event_time_count_bound_and_change_log():
+    pl = PendingLabels(max_count=3, ttl_s=10.0)
+    for i, t in enumerate([100.0, 101.0, 102.0]):
+        assert pl.add(f"e{i}", {"a": 1.0}, key=None, ts=t, y_pred=0, offset=i, event_time=t) == []
+    # a fourth event evicts the earliest deadline (e0)
+    out = pl.add("e3", {"a": 2.0}, key=None, ts=None, y_pred=1, offset=3, event_time=103.0)
+    assert [pe.id for pe, _ in out] == ["e0"] and "pending_max_count" in out[0][1]
+    # the same id again replaces the waiting event and says so
+    out = pl.add("e3", {"a": 3.0}, key=None, ts=None, y_pred=1, offset=4, event_time=103.5)
+    assert [pe.id for pe, _ in out] == ["e3"] and "same id" in out[0][1]
+    assert pl.get("e3").offset == 4 and len(pl) == 3
+    e1 = pl.get("e1")
+    assert pl.expire(110.9) == [] and pl.expire(111.0) == [e1]  # deadline 101 + 10: expires at <= 111
+    assert "e1" not in pl and pl.expire(111.9) == []
+    assert [pe.id for pe in pl.expire(113.5)] == ["e2", "e3"]
+    put, dels = pl.changes()
+    assert put == {} and set(dels) == {"e0", "e1", "e2", "e3"}
+    pl.committed()
+    assert pl.changes() == ({}, []) and not pl.has_changes()
+
+
+def test_pending_put_and_delete_never_overlap_and_restore_keeps_order():
+    pl = PendingLabels(max_count=10, ttl_s=5.0)
+    pl.add("a", {"f": 0.5}, key="k", ts=1.0, y_pred=True, offset=0, event_time=1.0)
+    pl.add("b", {"f": 1.5}, key=None, ts=None, y_pred="x", offset=1, event_time=1.0)
+    pl.committed()
+    assert pl.pop("a").y_pred is True
+    pl.add("a", {"f": 2.5}, key=None, ts=None, y_pred=0, offset=2, event_time=2.0)  # re-added: a put only
+    put, dels = pl.changes()
+    assert set(put) == {"a"} and dels == []
+    stored = {"b": (PendingEvent("b", {"f": 1.5}, None, None, "x", 1, 1, 6.0).to_blob(), 6.0),
+              "a": (put["a"][0], put["a"][1])}
+    back = PendingLabels.restore(stored, 10, 5.0, next_seq=0)
+    assert back.next_seq == 3 and back.get("b").y_pred == "x" and back.get("a").x == {"f": 2.5}
+    # equal deadlines expire in insertion order (seq), also after a restore
+    assert [pe.id for pe in back.expire(10.0)] == ["b", "a"]
+    with pytest.raises(ValueError, match="not valid"):
+        PendingEvent.from_blob(b'{"v": 9}', 1.0)
+
+
+# --- alignment -------------------------------------------------------------------------------
+
+def test_aligner_releases_in_event_time_order_events_first_on_ties():
+    al = Aligner(with_labels=True, idle_s=10.0)
+    al.push(EVENTS, [rec("in", i, ts, b"") for i, ts in enumerate([1, 2, 3, 5, 8])])
+    al.push(LABELS, [rec("lab", i, ts, b"") for i, ts in enumerate([3, 4, 9])])
+    order = []
+    while True:
+        run = al.next_run(lambda: True, lambda: True, 0.0, max_batch=100)
+        if run is None:
+            break
+        order += [(run[0], r.timestamp) for r in run[1]]
+    assert order == [(EVENTS, 1), (EVENTS, 2), (EVENTS, 3), (LABELS, 3), (LABELS, 4), (EVENTS, 5),
+                     (EVENTS, 8), (LABELS, 9)]
+
+
+def test_aligner_waits_for_a_side_that_is_behind_then_gives_up_after_idle():
+    al = Aligner(with_labels=True, idle_s=0.5)
+    al.push(EVENTS, [rec("in", 0, 10, b"")])
+    assert al.next_run(lambda: True, lambda: False, now=100.0, max_batch=10) is None
+    assert al.next_run(lambda: True, lambda: False, now=100.4, max_batch=10) is None
+    side, recs = al.next_run(lambda: True, lambda: False, now=100.6, max_batch=10)
+    assert side == EVENTS and len(recs) == 1
+    al.push(LABELS, [rec("lab", 0, 5, b"")])
+    side, _ = al.next_run(lambda: True, lambda: True, now=0.0, max_batch=10)  # events caught up: go
+    assert side == LABELS
+    no_labels = Aligner(with_labels=False, idle_s=0.0)
+    no_labels.push(EVENTS, [rec("in", i, 1, b"") for i in range(5)])
+    assert [len(no_labels.next_run(None, None, 0.0, 2)[1]) for _ in range(3)] == [2, 2, 1]
+
+
+# --- the partition owner -----------------------------------------------------------------------
+
+def test_inline_labels_equal_the_offline_model_whatever_the_batches():
+    data = sea(400)
+    values = [event_bytes(i, x, y, ts=1000.0 + i) for i, (x, y) in enumerate(data)]
+    records = [rec("in", i, 1_000_000 + i, v) for i, v in enumerate(values)]
+    o, sink = owner(), make_sink()
+    rng = random.Random(0)
+    i = 0
+    while i < len(records):
+        n = rng.randint(1, 60)
+        o.handle_events(records[i:i + n], sink)
+        i += n
+    o.handle_events(records[:50], sink)  # a redelivered batch is skipped (offsets below the position)
+    offline = DriftMoE(**PARAMS)
+    expected = offline.predict_learn_many([x for x, _ in data], [y for _, y in data])
+    assert len(sink.predictions) == 400 and not sink.letters
+    assert state_digest(o.models[None].state_parts()) == state_digest(offline.state_parts())
+    for pred, (proba, expert) in zip(sink.predictions, expected):
+        assert pred["expert"] == expert
+        assert pred["proba"] == {str(k): v for k, v in proba.items()}
+    assert [p["model_version"] for p in sink.predictions] == list(range(400))
+    assert o.offsets == {"in:0": 400} and o.stats.learned == 400 and o.stats.scored == 400
+
+
+def test_delayed_labels_are_learned_once_and_late_ones_time_out():
+    data = sea(60)
+    o, sink = owner("lab", pending_ttl_s=5.0), make_sink()
+    ev = [rec("in", i, (100 + i) * 1000, event_bytes(i, x)) for i, (x, _) in enumerate(data)]
+    o.handle_events(ev[:20], sink)
+    # stream time is now 119 s: events older than 114 s timed out (deadline = event time + 5 s)
+    assert len(o.pending) == 5 and o.stats.learned == 0 and reasons(sink) == ["label_timeout"] * 15
+    labels = [rec("lab", j - 15, 119_500, json.dumps({"id": f"e-{j}", "y": data[j][1]}).encode())
+              for j in range(15, 20)]
+    labels.append(rec("lab", 3, 119_500, json.dumps({"id": "e-15", "y": data[15][1]}).encode()))  # redelivered
+    labels.append(rec("lab", 5, 119_500, json.dumps({"id": "e-15", "y": data[15][1]}).encode()))  # second label
+    labels.append(rec("lab", 6, 119_500, json.dumps({"id": "nope", "y": 1}).encode()))
+    labels.append(rec("lab", 7, 119_500, json.dumps({"id": "e-16", "y": "one"}).encode()))
+    labels.append(rec("lab", 8, 119_500, b'{"id": "e-17"'))
+    o.handle_labels(labels, sink)
+    # e-15..e-19 learned once; the second label of e-15 finds nothing to join
+    assert o.stats.learned == 5 and o.models[None].n_learned_ == 5 and len(o.pending) == 0
+    got = reasons(sink)
+    assert got.count("label_timeout") == 15
+    assert got[-3:] == ["unknown_event_id", "unknown_event_id", "malformed_json"]
+    timed_out = [d for d in sink.letters if d.reason_code.value == "label_timeout"]
+    assert json.loads(timed_out[0].raw) == {"id": "e-0", "x": data[0][0]} and timed_out[0].offset == 0
+    assert o.offsets == {"in:0": 20, "lab:0": 9}
+    o.handle_events(ev[20:21], sink)  # stream time 120 s: nothing left to time out
+    assert len(o.pending) == 1 and reasons(sink).count("label_timeout") == 15
+
+
+def test_a_label_of_the_wrong_type_is_refused_and_the_event_keeps_waiting():
+    o, sink = owner("lab"), make_sink()
+    o.handle_events([rec("in", 0, 1000, event_bytes(0, {"a": 1.0}, 1)),
+                     rec("in", 1, 1000, event_bytes(1, {"a": 2.0}))], sink)
+    o.handle_labels([rec("lab", 0, 2000, b'{"id": "e-1", "y": "1"}'),
+                     rec("lab", 1, 2000, b'{"id": "e-1", "y": true}')], sink)
+    assert reasons(sink) == ["unknown_label", "unknown_label"] and "e-1" in o.pending
+    assert "int" in sink.letters[0].reason and "keeps waiting" in sink.letters[0].reason
+    o.handle_labels([rec("lab", 2, 2000, b'{"id": "e-1", "y": 0}')], sink)
+    assert "e-1" not in o.pending and o.models[None].n_learned_ == 2
+
+
+def test_event_checks_wrong_features_classes_and_too_many_keys():
+    o, sink = owner(classes=(0, 1)), make_sink()
+    o.handle_events([rec("in", 0, 1, event_bytes(0, {"a": 1.0, "b": 2.0}, 2)),   # not in classes
+                     rec("in", 1, 1, event_bytes(1, {"a": 1.0, "b": 2.0}, 1)),   # fixes features {a, b}
+                     rec("in", 2, 1, event_bytes(2, {"a": 1.0}, 1)),
+                     rec("in", 3, 1, event_bytes(3, {"a": 1.0, "b": 2.0, "c": 3.0}, 0)),
+                     rec("in", 4, 1, event_bytes(4, {"b": 5.0, "a": 1.0}, True)),  # True is not 1
+                     rec("in", 5, 1, b"not json")], sink)
+    assert reasons(sink) == ["unknown_label", "wrong_features", "wrong_features", "unknown_label",
+                             "malformed_json"]
+    assert "missing 'b'" in sink.letters[1].reason and "unexpected 'c'" in sink.letters[2].reason
+    assert len(sink.predictions) == 1 and o.stats.dead == {"unknown_label": 2, "wrong_features": 2,
+                                                             "malformed_json": 1}
+    keyed, sink = owner(keyed=True, max_keys=2), make_sink()
+    evs = [rec("in", i, 1, event_bytes(i, {"a": float(i)}, i % 2, key=k)) for i, k in enumerate("ababcab")]
+    keyed.handle_events(evs, sink)
+    assert reasons(sink) == ["too_many_keys"] and set(keyed.models) == {"a", "b"}
+    assert keyed.models["a"].n_learned_ == 3 and keyed.models["b"].n_learned_ == 3
+    open_policy, sink = owner(strict_features=False), make_sink()
+    open_policy.handle_events([rec("in", 0, 1, event_bytes(0, {"a": 1.0}, 1)),
+                               rec("in", 1, 1, event_bytes(1, {"b": 1.0}, 0))], sink)
+    assert not sink.letters and open_policy.models[None].features_ == ["a", "b"]
+
+
+def test_oversized_messages_are_refused_by_the_configured_limit():
+    o, sink = owner(limits=DecodeLimits(max_bytes=200)), make_sink()
+    big = event_bytes(0, {f"f{i}": 1.0 for i in range(40)}, 1)
+    o.handle_events([rec("in", 0, 1, big)], sink)
+    assert reasons(sink) == ["oversized"] and sink.letters[0].raw == big
+
+
+@pytest.mark.parametrize("key", [None, "plain", "with/slash:colon", "k/x/", "ünï cödé %2F", ""])
+def test_keyed_part_names_round_trip(key):
+    name = part_prefix(key) + "expert/3"
+    assert split_part(name) == (key, "expert/3")
+
+
+def test_generator_labels_are_json_labels():
+    import numpy as np
+
+    assert json_label(np.int64(3)) == 3 and type(json_label(np.int64(3))) is int
+    assert json_label(2.0) == 2 and json_label(True) is True and json_label("a") == "a"
+    with pytest.raises(ValueError, match="cannot be sent"):
+        json_label(0.5)
