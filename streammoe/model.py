@@ -41,6 +41,39 @@ def _top_k(w: np.ndarray, k: int) -> np.ndarray:
     return np.argsort(-w, kind="stable")[:k]
 
 
+class _WindowBuffer:
+    """Learned events waiting for the router's next step: feature rows and target masks, kept as
+    blocks (one per event on the per-event path, one per segment on the windowed path)."""
+
+    def __init__(self):
+        self.x: list[np.ndarray] = []
+        self.m: list[np.ndarray] = []
+        self.n = 0
+
+    def add(self, X: np.ndarray, M: np.ndarray) -> None:
+        self.x.append(X)
+        self.m.append(M)
+        self.n += X.shape[0]
+
+    def add_features(self, k: int) -> None:
+        """New features were 0 (missing, no running mean yet) for the buffered events."""
+        self.x = [np.pad(b, ((0, 0), (0, k))) for b in self.x]
+
+    def add_expert(self) -> None:
+        self.m = [np.pad(b, ((0, 0), (0, 1))) for b in self.m]
+
+    def remove_expert(self, e: int) -> None:
+        self.m = [np.delete(b, e, axis=1) for b in self.m]
+
+    def arrays(self, d: int, E: int) -> tuple[np.ndarray, np.ndarray]:
+        if not self.x:
+            return np.zeros((0, d)), np.zeros((0, E))
+        return np.concatenate(self.x), np.concatenate(self.m)
+
+    def clear(self) -> None:
+        self.x, self.m, self.n = [], [], 0
+
+
 class DriftMoE(base.MiniBatchClassifier):
     """Mixture of drift-adaptive experts with an online neural router.
 
@@ -124,8 +157,7 @@ class DriftMoE(base.MiniBatchClassifier):
         self._usage = np.zeros(n0, dtype=np.int64)
         self._expert_seen = np.zeros(n0, dtype=np.int64)
         self._expert_correct = np.zeros(n0, dtype=np.int64)
-        self._win_x: list[np.ndarray] = []
-        self._win_m: list[np.ndarray] = []
+        self._window = _WindowBuffer()
         self._dirty: set[str] = set()
         self.n_learned_ = 0
         self.router_steps_ = 0
@@ -240,7 +272,7 @@ class DriftMoE(base.MiniBatchClassifier):
         n_new = self._features.register(x)
         if n_new:
             self._router.add_inputs(n_new)
-            self._win_x = [np.concatenate([r, np.zeros(n_new)]) for r in self._win_x]
+            self._window.add_features(n_new)
         yi, is_new = self._labels.add(y)
         if is_new:
             self._class_counts = np.append(self._class_counts, 0.0)
@@ -261,7 +293,7 @@ class DriftMoE(base.MiniBatchClassifier):
         self._router.add_outputs(1)
         for name in ("_usage", "_expert_seen", "_expert_correct"):
             setattr(self, name, np.append(getattr(self, name), 0))
-        self._win_m = [np.append(m, 0.0) for m in self._win_m]
+        self._window.add_expert()
         self._dirty.update((f"expert/{e}", "router", "window"))
         return e
 
@@ -289,7 +321,7 @@ class DriftMoE(base.MiniBatchClassifier):
         self._router.remove_output(e)
         for name in ("_usage", "_expert_seen", "_expert_correct"):
             setattr(self, name, np.delete(getattr(self, name), e))
-        self._win_m = [np.delete(m, e) for m in self._win_m]
+        self._window.remove_expert(e)
         self._dirty.update(f"expert/{i}" for i in range(e, self._pool.n))
         self._dirty.update(("router", "window"))
 
@@ -317,10 +349,9 @@ class DriftMoE(base.MiniBatchClassifier):
         for e in learners:
             self._pool.learn(e, xv, yi)
             self._dirty.add(f"expert/{e}")
-        self._win_x.append(xv)
-        self._win_m.append(mask)
+        self._window.add(xv[None, :], mask[None, :])
         self._dirty.add("window")
-        if len(self._win_x) >= self.window:
+        if self._window.n >= self.window:
             self._train_router()
         if self._policy is not None:
             self._policy.after_learn(self, P, yi, learners)
@@ -338,15 +369,13 @@ class DriftMoE(base.MiniBatchClassifier):
         for e in range(self._pool.n):
             self._pool.learn(e, xv, int(e == yi))
             self._dirty.add(f"expert/{e}")
-        self._win_x.append(xv)
-        self._win_m.append(mask)
+        self._window.add(xv[None, :], mask[None, :])
         self._train_router()
 
     def _train_router(self) -> None:
-        self._router.train_step(np.stack(self._win_x), np.stack(self._win_m))
+        self._router.train_step(*self._window.arrays(len(self._features), self._pool.n))
         self.router_steps_ += 1
-        self._win_x.clear()
-        self._win_m.clear()
+        self._window.clear()
         self._dirty.update(("router", "window"))
 
     # ------------------------------------------------------------------ mini-batches
@@ -376,7 +405,7 @@ class DriftMoE(base.MiniBatchClassifier):
                 i += 1
                 grows[i:] = self._growth_flags(xs[i:], labels[i:])
                 continue
-            room = self.window - len(self._win_x)  # labelled events until the router's next step
+            room = self.window - self._window.n  # labelled events until the router's next step
             j, labelled = i, 0
             while j < n and labelled < room and not grows[j]:
                 labelled += labels[j] is not None
@@ -440,13 +469,12 @@ class DriftMoE(base.MiniBatchClassifier):
             self._usage += np.bincount(res.expert[lab], minlength=self._pool.n)
             self._expert_seen += int(lab.sum())
             self._expert_correct += (res.expert_pred[lab] == Y[lab, None]).sum(axis=0)
-            self._win_x.extend(X[lab])
-            self._win_m.extend(res.mask[lab])
+            self._window.add(X[lab], res.mask[lab])
             learners = np.unique(np.argsort(-W[lab], axis=1, kind="stable")[:, :k])
             self._dirty.update(f"expert/{int(e)}" for e in learners)
             self._dirty.update(("meta", "stats", "window"))
             self.n_learned_ += int(lab.sum())
-            if len(self._win_x) >= self.window:
+            if self._window.n >= self.window:
                 self._train_router()
         classes = labels.classes
         self.last_expert = int(res.expert[-1])
@@ -515,8 +543,7 @@ class DriftMoE(base.MiniBatchClassifier):
 
     def _window_blob(self) -> bytes:
         d, E = len(self._features), self._pool.n
-        X = np.stack(self._win_x) if self._win_x else np.zeros((0, d))
-        M = np.stack(self._win_m) if self._win_m else np.zeros((0, E))
+        X, M = self._window.arrays(d, E)
         return pack_arrays({"X": X, "M": M})
 
     @classmethod
@@ -540,7 +567,9 @@ class DriftMoE(base.MiniBatchClassifier):
         model._expert_correct = stats["expert_correct"]
         model._router = MLPRouter.from_state(parts["router"])
         win = unpack_arrays(parts["window"])
-        model._win_x, model._win_m = list(win["X"]), list(win["M"])
+        model._window = _WindowBuffer()
+        if len(win["X"]):
+            model._window.add(win["X"], win["M"])
         model._pool = pool_from_parts(meta["pool"], parts)
         model.n_learned_, model.router_steps_ = meta["n_learned"], meta["router_steps"]
         model.drift_log = meta["drift_log"]
