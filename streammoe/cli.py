@@ -50,8 +50,24 @@ def _driftmoe(opts: dict[str, Any]) -> Any:
                     window=opts["window_router"], seed=opts["seed"], engine=opts["engine"])
 
 
-#: ``--model`` presets: name -> builder taking the replay options.  New presets register here.
-MODEL_PRESETS: dict[str, Callable[[dict[str, Any]], Any]] = {"driftmoe": _driftmoe}
+def _preset(name: str) -> Callable[[dict[str, Any]], Any]:
+    def build(opts: dict[str, Any]) -> Any:
+        from .presets import make_model
+
+        return make_model(name, seed=opts["seed"])
+
+    return build
+
+
+def _model_presets() -> dict[str, Callable[[dict[str, Any]], Any]]:
+    from .presets import PRESETS
+
+    return {"driftmoe": _driftmoe, **{name: _preset(name) for name in PRESETS}}
+
+
+#: ``--model`` names: ``driftmoe`` (shaped by --mode/--experts/--top-k/--engine/--window-router)
+#: and every entry of ``streammoe.PRESETS`` (used as defined, with --seed).
+MODEL_PRESETS: dict[str, Callable[[dict[str, Any]], Any]] = _model_presets()
 
 
 def _usage_error(console: Console, message: str) -> typer.Exit:
@@ -127,10 +143,12 @@ def replay(
                                               "expert per class)."),
     experts: int = typer.Option(12, min=1, help="Number of experts (data mode)."),
     top_k: int = typer.Option(3, "--top-k", min=1, help="Experts that learn each event (data mode)."),
-    engine: Engine = typer.Option(Engine.river, help="Expert engine."),
+    engine: Engine = typer.Option(Engine.auto, help="Expert engine: numba (compiled array trees), river (river's "
+                                                    "trees, the reference) or auto (numba when it imports)."),
     window_router: int = typer.Option(256, "--window-router", min=1, help="Events per router update "
                                                                           "(data mode)."),
-    model: str = typer.Option("driftmoe", "--model", help="Model preset: " + ", ".join(MODEL_PRESETS)),
+    model: str = typer.Option("driftmoe", "--model", help="Model(s), comma-separated, run side by side: "
+                                                          + ", ".join(MODEL_PRESETS)),
     target: Optional[str] = typer.Option(None, help="Target column of a CSV/JSONL file."),
     compare: bool = typer.Option(False, help="Also run river baselines (ARF with 10 trees, Hoeffding "
                                              "tree, Hoeffding adaptive tree) on the same events."),
@@ -147,7 +165,10 @@ def replay(
     """
     out_console = Console()
     err_console = Console(stderr=True)
-    if model not in MODEL_PRESETS:
+    names = [m.strip() for m in model.split(",") if m.strip()]
+    unknown = [m for m in names if m not in MODEL_PRESETS]
+    if unknown or not names:
+        model = ",".join(unknown) or model
         raise _usage_error(err_console, f"unknown model preset {model!r}; choose one of: "
                                         + ", ".join(sorted(MODEL_PRESETS)))
     if mode is Mode.data and top_k > experts:
@@ -155,7 +176,7 @@ def replay(
     opts = {"mode": mode.value, "experts": experts, "top_k": top_k, "engine": engine.value,
             "window_router": window_router, "seed": seed}
     try:
-        models = {model: MODEL_PRESETS[model](opts)}
+        models = {name: MODEL_PRESETS[name](opts) for name in names}
     except (ValueError, ImportError) as exc:
         raise _usage_error(err_console, f"cannot build model {model!r}: {exc}")
     if compare:
@@ -218,6 +239,8 @@ def version() -> None:
 
 from .cli_service import register as _register_service  # noqa: E402  (serve, generate, inspect)
 _register_service(app)
+from .cli_bench import register as _register_bench  # noqa: E402  (bench)
+_register_bench(app)
 
 
 def main() -> None:

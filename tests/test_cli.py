@@ -122,3 +122,30 @@ def test_usage_errors_exit_2_with_a_clear_message(args, message, tmp_path):
     assert result.exit_code == 2, result.output
     assert message in result.output
     assert not (tmp_path / "x").exists()
+
+
+def test_help_lists_every_command():
+    from typer.testing import CliRunner
+
+    from streammoe.cli import app
+
+    out = CliRunner().invoke(app, ["--help"])
+    assert out.exit_code == 0
+    for command in ("replay", "serve", "generate", "inspect", "bench", "version"):
+        assert command in out.output
+
+
+def test_replay_runs_several_presets_side_by_side(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from streammoe.cli import app
+
+    out = CliRunner().invoke(app, ["replay", "sea_a", "--n", "1500", "--model", "driftmoe,driftmoe-adaptive",
+                                   "--out", str(tmp_path), "--quiet"])
+    assert out.exit_code == 0, out.output
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert set(summary["models"]) == {"driftmoe", "driftmoe-adaptive"}
+    bad = CliRunner().invoke(app, ["replay", "sea_a", "--model", "driftmoe,nope", "--out", str(tmp_path)])
+    assert bad.exit_code == 2 and "nope" in bad.output
