@@ -437,7 +437,7 @@ class DriftMoE(base.MiniBatchClassifier):
         fs, labels = self._features, self._labels
         n, d, C = len(xs), len(fs), len(labels)
         names, nan = fs.names, np.nan
-        R = np.array([[x.get(k, nan) for k in names] for x in xs], dtype=np.float64).reshape(n, d)
+        R = np.fromiter((x.get(k, nan) for x in xs for k in names), dtype=np.float64, count=n * d).reshape(n, d)
         index = labels.index
         Y = np.array([-1 if y is None else index[y] for y in ys], dtype=np.int64)
         lab = Y >= 0
