@@ -70,7 +70,7 @@ def _run(model: Any, xs: list, ys: list) -> list:
     preds: list = []
     if batch is not None:
         for s in range(0, len(xs), CHUNK):
-            preds += [max(p, key=p.get) if p else None for p, _ in batch(xs[s:s + CHUNK], ys[s:s + CHUNK])]
+            preds += [p for p, _ in batch(xs[s:s + CHUNK], ys[s:s + CHUNK], proba=False)]
         return preds
     for x, y in zip(xs, ys):
         preds.append(model.predict_one(x))

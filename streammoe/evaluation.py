@@ -310,12 +310,11 @@ def _prequential_chunk(model: Any, has_expert: bool, xs: list, ys: list):
     batch = getattr(model, "predict_learn_many", None)
     if batch is not None:
         try:
-            answers = batch(xs, ys)
+            answers = batch(xs, ys, proba=False)
         except ValueError:
             pass
         else:
-            preds = [max(p, key=p.get) if p else NO_PREDICTION for p, _ in answers]
-            return preds, [e for _, e in answers], []
+            return [p for p, _ in answers], [e for _, e in answers], []
     preds, experts, errors = [], [], []
     for j, (x, y) in enumerate(zip(xs, ys)):
         try:

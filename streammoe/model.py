@@ -379,10 +379,11 @@ class DriftMoE(base.MiniBatchClassifier):
         self._dirty.update(("router", "window"))
 
     # ------------------------------------------------------------------ mini-batches
-    def predict_learn_many(self, xs: list, ys: list) -> list[tuple[dict, int | None]]:
+    def predict_learn_many(self, xs: list, ys: list, *, proba: bool = True) -> list[tuple[Any, int | None]]:
         """Prequential over a batch, in order: predict each event, then learn it if its label is not None.
 
-        Returns ``(proba, answering expert)`` per event.  Results equal a loop of
+        Returns ``(proba dict, answering expert)`` per event, or ``(predicted label, expert)`` with
+        ``proba=False`` (cheaper: no dict per event).  Results equal a loop of
         ``predict_proba_one`` / ``learn_one``; the array engine runs it through its compiled
         windowed path.  Raises ``ValueError`` (naming the event index and feature) before
         learning anything if an event is invalid.
@@ -395,13 +396,13 @@ class DriftMoE(base.MiniBatchClassifier):
             except ValueError as exc:
                 raise ValueError(f"event {i}: {exc}") from None
         if self.mode != "data" or self._policy is not None or not hasattr(self._pool, "run_window"):
-            return [self._predict_learn_one(x, y) for x, y in zip(xs, labels)]
+            return [self._predict_learn_one(x, y, proba) for x, y in zip(xs, labels)]
         out: list = []
         i, n = 0, len(xs)
         grows = self._growth_flags(xs, labels)
         while i < n:
             if grows[i] or not self._labels.classes:
-                out.append(self._predict_learn_one(xs[i], labels[i]))  # growth: the exact per-event path
+                out.append(self._predict_learn_one(xs[i], labels[i], proba))  # growth: the exact per-event path
                 i += 1
                 grows[i:] = self._growth_flags(xs[i:], labels[i:])
                 continue
@@ -410,7 +411,7 @@ class DriftMoE(base.MiniBatchClassifier):
             while j < n and labelled < room and not grows[j]:
                 labelled += labels[j] is not None
                 j += 1
-            out.extend(self._run_segment(xs[i:j], labels[i:j]))
+            out.extend(self._run_segment(xs[i:j], labels[i:j], proba))
             i = j
         return out
 
@@ -419,13 +420,14 @@ class DriftMoE(base.MiniBatchClassifier):
         known, fkeys = self._labels.index, self._features.index.keys()
         return [y is not None and (y not in known or not x.keys() <= fkeys) for x, y in zip(xs, labels)]
 
-    def _predict_learn_one(self, x: dict, y) -> tuple[dict, int | None]:
-        answer = (self.predict_proba_one(x), self.last_expert)
+    def _predict_learn_one(self, x: dict, y, proba: bool = True) -> tuple[Any, int | None]:
+        p = self.predict_proba_one(x)
+        answer = (p if proba else (max(p, key=p.get) if p else None), self.last_expert)
         if y is not None:
             self.learn_one(x, y)
         return answer
 
-    def _run_segment(self, xs: list, ys: list) -> list[tuple[dict, int | None]]:
+    def _run_segment(self, xs: list, ys: list, want_proba: bool = True) -> list[tuple[Any, int | None]]:
         """Events that add no feature or class and stay inside one router window, in one kernel call.
 
         ``ys`` are normalised labels (or ``None``) that the model already knows.
@@ -478,6 +480,8 @@ class DriftMoE(base.MiniBatchClassifier):
                 self._train_router()
         classes = labels.classes
         self.last_expert = int(res.expert[-1])
+        if not want_proba:  # argmax, lowest class on ties: what max(dict, key=dict.get) gives
+            return list(zip([classes[c] for c in np.argmax(proba, axis=1).tolist()], res.expert.tolist()))
         return [(dict(zip(classes, row)), e) for row, e in zip(proba.tolist(), res.expert.tolist())]
 
     def learn_many(self, X, y) -> None:

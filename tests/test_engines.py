@@ -116,3 +116,12 @@ def test_auto_engine_and_task_mode_grow_trees():
 def test_numba_engine_refuses_other_expert_kinds():
     with pytest.raises(ValueError, match="tree experts only"):
         DriftMoE(engine="numba", experts=["tree", {"kind": "tree", "grace_period": 10}])
+
+
+@pytest.mark.parametrize("engine", ["numba", "river"])
+def test_label_answers_match_the_probabilities(engine):
+    evs = awkward_stream(1200, seed=3)
+    xs, ys = [x for x, _ in evs], [y for _, y in evs]
+    with_proba = DriftMoE(engine=engine, seed=2, window=64).predict_learn_many(xs, ys)
+    labels = DriftMoE(engine=engine, seed=2, window=64).predict_learn_many(xs, ys, proba=False)
+    assert labels == [(max(p, key=p.get) if p else None, e) for p, e in with_proba]
