@@ -89,6 +89,21 @@ def _forward(W1T, b1, W2T, b2, W3T, b3, X, out):  # pragma: no cover - compiled
 
 
 @njit(cache=True, nogil=True)
+def _relu_dropout(a, d, h, dm):  # pragma: no cover - compiled
+    """One pass for a training layer: ``dm = d * (a > 0)`` (dropout times the ReLU's derivative)
+    and ``h = a * dm`` (the layer's output), the same products numpy would form."""
+    a_, d_, h_, m_ = a.ravel(), d.ravel(), h.ravel(), dm.ravel()
+    zero = a_.dtype.type(0.0)
+    for i in range(a_.shape[0]):
+        if a_[i] > zero:
+            m_[i] = d_[i]
+            h_[i] = a_[i] * d_[i]
+        else:
+            m_[i] = zero
+            h_[i] = a_[i] * zero
+
+
+@njit(cache=True, nogil=True)
 def _adam(param, m, v, g, beta1, beta2, step_size, sqrt_c2, eps):  # pragma: no cover - compiled
     """torch.optim.Adam's update for one float32 tensor, fused into one pass (same operations)."""
     p_, m_, v_, g_ = param.ravel(), m.ravel(), v.ravel(), g.ravel()
@@ -207,22 +222,23 @@ class MLPRouter:
         n = X.shape[0]
         if masks is None:
             masks = (self._dropout_mask((n, p["W1"].shape[0])), self._dropout_mask((n, p["W2"].shape[0])))
-        d1, d2 = masks
         a1 = X @ p["W1"].T + p["b1"]
-        d1 = d1 * (a1 > 0)  # dropout times the ReLU's derivative: h1 = a1 * d1, and gh1 uses it too
-        h1 = a1 * d1
+        h1, d1 = np.empty_like(a1), np.empty_like(a1)
+        _relu_dropout(a1, np.ascontiguousarray(masks[0], dtype=DTYPE), h1, d1)
         a2 = h1 @ p["W2"].T + p["b2"]
-        d2 = d2 * (a2 > 0)
-        h2 = a2 * d2
+        h2, d2 = np.empty_like(a2), np.empty_like(a2)
+        _relu_dropout(a2, np.ascontiguousarray(masks[1], dtype=DTYPE), h2, d2)
         z = h2 @ p["W3"].T + p["b3"]
         # BCE with logits, mean over all n*E entries (torch's default reduction)
         loss = float(np.mean(np.maximum(z, 0) - z * M + np.log1p(np.exp(-np.abs(z)))))
         with np.errstate(over="ignore"):  # exp(-z) = inf gives sigmoid 0, the right limit
             gz = (DTYPE(1.0) / (DTYPE(1.0) + np.exp(-z)) - M) / DTYPE(z.size)
         g = {"W3": gz.T @ h2, "b3": gz.sum(axis=0)}
-        gh2 = (gz @ p["W3"]) * d2
+        gh2 = gz @ p["W3"]
+        gh2 *= d2
         g["W2"], g["b2"] = gh2.T @ h1, gh2.sum(axis=0)
-        gh1 = (gh2 @ p["W2"]) * d1
+        gh1 = gh2 @ p["W2"]
+        gh1 *= d1
         g["W1"], g["b1"] = gh1.T @ X, gh1.sum(axis=0)
         return loss, g
 
