@@ -220,7 +220,8 @@ def test_bad_messages_go_to_the_dead_letter_topic_with_their_reason(kafka_broker
     produce_values(kafka_broker, topics["input_topic"], [v for v, _ in inputs])
     produce_values(kafka_broker, topics["labels_topic"], [b'{"id": "g0", "y": 1}', b'{"id": 5, "y": 1}'])
     d = Daemon(settings(kafka_broker, redis_server.url, topics, group=unique_name("g"), model=unique_name("m"),
-                        limits={"max_bytes": 2000}, align_idle_ms=0)).start_thread()
+                        limits={"max_bytes": 2000}, align_idle_ms=0,
+                        producer_process=False)).start_thread()  # the in-process producer path
     want = [r for _, r in inputs if r] + ["unknown_event_id", "bad_id"]
     dlq = read_topic(kafka_broker, topics["deadletter_topic"], len(want), timeout=60)
     preds = read_topic(kafka_broker, topics["predictions_topic"], 3, timeout=30)

@@ -13,7 +13,7 @@ What happens, in order:
 3. Loop: poll a batch; queue records per partition; release them in event-time order
    (:mod:`.align`) to the partition's :class:`~.owner.PartitionOwner`, which decodes,
    dead-letters, predicts and learns; predictions and dead letters are produced
-   asynchronously.  A partition whose ``checkpoint.every_events`` or ``every_seconds`` is
+   asynchronously, by default from a child process (:mod:`.sender`).  A partition whose ``checkpoint.every_events`` or ``every_seconds`` is
    reached is checkpointed: producer flushed first (predictions are at-least-once), then one
    fenced atomic Redis commit (learning is exactly-once).
 4. Revocation, SIGTERM (:meth:`Daemon.stop`): finish the run in progress, checkpoint, close
@@ -31,7 +31,7 @@ import time
 from typing import Any, Callable, Optional
 
 from .align import EVENTS, LABELS, Aligner
-from .deadletter import send_dead_letter
+from .deadletter import encode_dead_letter
 from .logs import log_event
 from .metrics import DaemonMetrics, HttpServer
 from .owner import OwnerConfig, PartitionOwner
@@ -100,14 +100,13 @@ class _Sink:
         # Input partition p -> predictions partition p mod n: the predictions of one input
         # partition stay in order, and the producer skips its partitioner.
         d = self._d
-        d._producer.send(self._pred_topic, value=value, key=key, partition=partition % d._pred_partitions
-                         ).add_errback(d._on_send_error)
+        d._producer.send(self._pred_topic, value, key, partition % d._pred_partitions)
         d.metrics.latency.observe(max(latency_s, 0.0))
 
     def dead(self, dl: DeadLetter, key: Optional[bytes] = None) -> None:
         d = self._d
-        send_dead_letter(d._producer, self._dlq_topic, dl, key=key,
-                         max_value_bytes=self._dlq_max).add_errback(d._on_send_error)
+        rec = encode_dead_letter(dl, key=key, max_value_bytes=self._dlq_max)
+        d._producer.send(self._dlq_topic, rec.value, rec.key, None, rec.headers)
         d.metrics.dead_letters.labels(dl.reason_code.value).inc()
 
 
@@ -169,7 +168,7 @@ class Daemon:
         self._state = "created"
         self._fatal: Optional[BaseException] = None
         self._send_errors = 0
-        self._send_error: Optional[BaseException] = None
+        self._send_error: Optional[str] = None
         self._last_loop = time.monotonic()
         self._ckpt_failing_since: Optional[float] = None
         self._rate_mark = (time.monotonic(), 0)
@@ -187,7 +186,9 @@ class Daemon:
     # --- lifecycle -------------------------------------------------------------------------
     def start(self) -> "Daemon":
         """Connect everything and join the group (returns before the first assignment)."""
-        from kafka import KafkaConsumer, KafkaProducer
+        from kafka import KafkaConsumer
+
+        from .sender import make_sender
         from kafka.coordinator.assignors.range import RangePartitionAssignor
 
         s = self.settings
@@ -195,9 +196,12 @@ class Daemon:
         try:
             if self.store is None:
                 self.store = make_store(s)
-            self._producer = KafkaProducer(**s.kafka.producer_kwargs(**self._producer_overrides))
-            kw = s.kafka.consumer_kwargs(partition_assignment_strategy=(RangePartitionAssignor,),
-                                         **self._consumer_overrides)
+            self._producer = make_sender(s.kafka.producer_kwargs(**self._producer_overrides),
+                                         in_child=s.serve.producer_process)
+            kw = s.kafka.consumer_kwargs(**{"partition_assignment_strategy": (RangePartitionAssignor,),
+                                            "fetch_max_wait_ms": s.serve.fetch_max_wait_ms,
+                                            "check_crcs": s.serve.check_crcs,
+                                            **self._consumer_overrides})
             self._consumer = KafkaConsumer(**kw)
             self._check_topics()
             self._consumer.subscribe(topics=topics, listener=_listener(self))
@@ -335,6 +339,7 @@ class Daemon:
         with self._lock:
             self._enqueue(records)
             self._process()
+            self._producer.ship()
             now = time.monotonic()
             due = [o for o in self.owners.values()
                    if o.due(self.settings.checkpoint.every_events, self.settings.checkpoint.every_seconds, now)]
@@ -417,16 +422,14 @@ class Daemon:
 
     # --- checkpoints -----------------------------------------------------------------------
     def _flush(self) -> None:
-        self._producer.flush()
+        errors, first = self._producer.flush()
+        if errors:
+            self._send_errors += errors
+            self._send_error = self._send_error or first
         if self._send_errors:
             raise DaemonError(f"{self._send_errors} prediction/dead-letter record(s) could not be produced "
                               f"(first error: {self._send_error!r}); stopping without a checkpoint so a "
                               f"restart re-processes them")
-
-    def _on_send_error(self, exc: BaseException) -> None:
-        self._send_errors += 1
-        if self._send_error is None:
-            self._send_error = exc
 
     def _checkpoint(self, owners: list, reason: str) -> None:
         """Flush the producer, then commit each owner (see :meth:`PartitionOwner.checkpoint`)."""

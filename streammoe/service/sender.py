@@ -1,0 +1,206 @@
+"""Produce records from a child process, so Kafka's client-side work runs on another core.
+
+Why: kafka-python does per-record work in Python (building batches, checksums) that holds
+the GIL; in the daemon's process it competes with decoding and the model.  A child process
+owns the :class:`KafkaProducer`; the daemon ships records to it in batches over a pipe (a
+pickled list of byte strings, far cheaper than ``send`` itself) and blocks only when the
+pipe is full - back-pressure, not unbounded memory.
+
+The child is a plain ``python -m streammoe.service.sender`` subprocess talking over a
+socket pair (not ``multiprocessing``, whose ``spawn`` re-runs the user's main script).
+
+``flush()`` is the checkpoint barrier: it returns once every record shipped before it was
+acknowledged by the broker, with the number of records that failed since the last flush.
+The child ignores SIGINT / SIGTERM: the daemon decides when it stops (after its final
+checkpoint), and a child whose parent vanished flushes and exits.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any, Optional
+
+__all__ = ["ProcessSender", "SenderError"]
+
+_BATCH = 256
+
+
+class SenderError(RuntimeError):
+    """The sender process could not start or died."""
+
+
+def _child(conn: Any, producer_kwargs: dict) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        from kafka import KafkaProducer
+
+        producer = KafkaProducer(**producer_kwargs)
+    except Exception as exc:
+        conn.send(("error", f"{type(exc).__name__}: {exc}"))
+        return
+    conn.send(("ready", None))
+    state = {"errors": 0, "first": None}
+
+    def failed(exc: BaseException) -> None:
+        state["errors"] += 1
+        if state["first"] is None:
+            state["first"] = repr(exc)
+
+    try:
+        while True:
+            try:
+                kind, body = conn.recv()
+            except EOFError:  # the daemon is gone: deliver what we have and stop
+                producer.flush()
+                return
+            if kind == "records":
+                for topic, value, key, partition, headers in body:
+                    producer.send(topic, value=value, key=key, partition=partition,
+                                  headers=headers).add_errback(failed)
+            elif kind == "flush":
+                producer.flush()
+                conn.send(("flushed", (state["errors"], state["first"])))
+                state["errors"], state["first"] = 0, None
+            elif kind == "close":
+                producer.close(timeout=body)
+                conn.send(("closed", None))
+                return
+    finally:
+        producer.close(timeout=10)
+
+
+class ProcessSender:
+    """A Kafka producer in a child process, fed in batches."""
+
+    def __init__(self, producer_kwargs: dict, batch: int = _BATCH, start_timeout: float = 60.0):
+        ours, theirs = socket.socketpair()
+        env = dict(os.environ)
+        root = str(Path(__file__).resolve().parents[2])  # the streammoe package's parent folder
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+        try:
+            self._proc = subprocess.Popen([sys.executable, "-m", "streammoe.service.sender", str(theirs.fileno())],
+                                          pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL, env=env)
+        finally:
+            theirs.close()
+        self._conn = Connection(ours.detach())
+        self._batch = int(batch)
+        self._buf: list[tuple] = []
+        self._conn.send(("start", producer_kwargs))
+        kind, body = self._recv(start_timeout, "start")
+        if kind != "ready":
+            self._proc.wait(5)
+            raise SenderError(f"the Kafka producer could not be created: {body}")
+
+    def send(self, topic: str, value: bytes, key: Optional[bytes] = None, partition: Optional[int] = None,
+             headers: Optional[list] = None) -> None:
+        """Queue one record (shipped to the child every ``batch`` records)."""
+        self._buf.append((topic, value, key, partition, headers))
+        if len(self._buf) >= self._batch:
+            self._ship()
+
+    def ship(self) -> None:
+        """Hand what is queued to the child now (the daemon calls it after every batch, so a
+        partial batch does not wait for the next one)."""
+        self._ship()
+
+    def _ship(self) -> None:
+        if self._buf:
+            buf, self._buf = self._buf, []
+            try:
+                self._conn.send(("records", buf))
+            except (BrokenPipeError, OSError) as exc:
+                raise SenderError(f"the sender process is gone (exit code {self._proc.poll()}): {exc}") from exc
+
+    def _recv(self, timeout: float, what: str) -> tuple:
+        if not self._conn.poll(timeout):
+            raise SenderError(f"the sender process did not answer {what} within {timeout:g} s")
+        try:
+            return self._conn.recv()
+        except EOFError as exc:
+            raise SenderError(f"the sender process died during {what} (exit code {self._proc.poll()})") from exc
+
+    def flush(self, timeout: float = 300.0) -> tuple[int, Optional[str]]:
+        """Wait until everything sent so far is acknowledged; returns ``(failed records,
+        first error)`` since the previous flush."""
+        self._ship()
+        try:
+            self._conn.send(("flush", None))
+        except (BrokenPipeError, OSError) as exc:
+            raise SenderError(f"the sender process is gone (exit code {self._proc.poll()}): {exc}") from exc
+        kind, body = self._recv(timeout, "flush")
+        return body
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Deliver what is queued and stop the child (idempotent)."""
+        if self._conn.closed:
+            return
+        try:
+            if self._proc.poll() is None:
+                self._ship()
+                self._conn.send(("close", timeout))
+                self._recv(timeout + 5, "close")
+        except (SenderError, OSError):
+            pass
+        finally:
+            self._conn.close()
+            try:
+                self._proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait(5)
+
+
+class InProcessSender:
+    """The same interface over a ``KafkaProducer`` in this process (``serve.producer_process
+    = false``: simpler, one process fewer, slower)."""
+
+    def __init__(self, producer_kwargs: dict):
+        from kafka import KafkaProducer
+
+        self._producer = KafkaProducer(**producer_kwargs)
+        self._errors = 0
+        self._first: Optional[str] = None
+
+    def _failed(self, exc: BaseException) -> None:
+        self._errors += 1
+        if self._first is None:
+            self._first = repr(exc)
+
+    def send(self, topic: str, value: bytes, key: Optional[bytes] = None, partition: Optional[int] = None,
+             headers: Optional[list] = None) -> None:
+        self._producer.send(topic, value=value, key=key, partition=partition, headers=headers
+                            ).add_errback(self._failed)
+
+    def ship(self) -> None:
+        """Nothing to do: ``send`` already handed the record to the producer."""
+
+    def flush(self, timeout: float = 300.0) -> tuple[int, Optional[str]]:
+        self._producer.flush(timeout)
+        out = (self._errors, self._first)
+        self._errors, self._first = 0, None
+        return out
+
+    def close(self, timeout: float = 10.0) -> None:
+        self._producer.close(timeout=timeout)
+
+
+def make_sender(producer_kwargs: dict, in_child: bool) -> Any:
+    """A :class:`ProcessSender` (``in_child``) or an :class:`InProcessSender`."""
+    return ProcessSender(producer_kwargs) if in_child else InProcessSender(producer_kwargs)
+
+
+def _main(argv: list[str]) -> None:
+    conn = Connection(int(argv[1]))
+    kind, producer_kwargs = conn.recv()
+    if kind == "start":
+        _child(conn, producer_kwargs)
+
+
+if __name__ == "__main__":
+    _main(sys.argv)
