@@ -146,3 +146,22 @@ def test_cli_errors_are_clear(kafka_broker, redis_server, topic_factory):
     assert result.exit_code == 2 and "cannot open source 'nope'" in result.output
     result = runner.invoke(app, ["inspect", "--redis-url", redis_server.url, "--prefix", unique_name("empty")])
     assert result.exit_code == 0 and "no models stored" in result.output
+
+
+def test_a_prediction_that_cannot_be_produced_stops_the_daemon_without_a_checkpoint(
+        kafka_broker, topic_factory, redis_server):
+    topics = topics_for(topic_factory, 1)
+    model = unique_name("m")
+    settings = Settings.load(
+        kafka=dict(bootstrap_servers=kafka_broker, group_id=unique_name("g"), session_timeout_ms=6000,
+                   heartbeat_interval_ms=1000, max_request_size=100, **topics),  # predictions are ~130 bytes
+        redis=dict(url=redis_server.url), model=dict(name=model, params=PARAMS), http=dict(port=0),
+        checkpoint=dict(every_events=5))
+    result = cli("generate", "sea_a", "--n", "20", "--bootstrap-servers", kafka_broker, "--topic",
+                 topics["input_topic"], "--labels-topic", topics["labels_topic"])
+    assert result.exit_code == 0, result.output
+    d = Daemon(settings).start_thread()
+    assert d.join(60), "the daemon kept running"
+    assert "MessageSizeTooLarge" in str(d.error), d.error
+    ck = RedisStore.from_url(redis_server.url).load(f"{model}/{topics['input_topic']}/0")
+    assert ck.commits == 0 and ck.offsets == {}  # nothing was checkpointed past undelivered predictions

@@ -71,6 +71,11 @@ def _child(conn: Any, producer_kwargs: dict) -> None:
                 producer.close(timeout=body)
                 conn.send(("closed", None))
                 return
+    except Exception as exc:  # tell the daemon why before going away
+        try:
+            conn.send(("error", f"{type(exc).__name__}: {exc}"))
+        except OSError:
+            pass
     finally:
         producer.close(timeout=10)
 
@@ -114,8 +119,21 @@ class ProcessSender:
             buf, self._buf = self._buf, []
             try:
                 self._conn.send(("records", buf))
-            except (BrokenPipeError, OSError) as exc:
-                raise SenderError(f"the sender process is gone (exit code {self._proc.poll()}): {exc}") from exc
+            except OSError as exc:
+                raise self._gone(exc) from exc
+
+    def _gone(self, exc: BaseException) -> SenderError:
+        """The child went away: its last words (an ``error`` message) say why, if it sent them."""
+        why = str(exc)
+        try:
+            while self._conn.poll(1.0):
+                kind, body = self._conn.recv()
+                if kind == "error":
+                    why = body
+                    break
+        except (EOFError, OSError):
+            pass
+        return SenderError(f"the sender process stopped (exit code {self._proc.poll()}): {why}")
 
     def _recv(self, timeout: float, what: str) -> tuple:
         if not self._conn.poll(timeout):
@@ -131,9 +149,11 @@ class ProcessSender:
         self._ship()
         try:
             self._conn.send(("flush", None))
-        except (BrokenPipeError, OSError) as exc:
-            raise SenderError(f"the sender process is gone (exit code {self._proc.poll()}): {exc}") from exc
+        except OSError as exc:
+            raise self._gone(exc) from exc
         kind, body = self._recv(timeout, "flush")
+        if kind == "error":
+            raise SenderError(f"the sender process stopped: {body}")
         return body
 
     def close(self, timeout: float = 10.0) -> None:
