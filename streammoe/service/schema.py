@@ -272,6 +272,30 @@ def _validation_dead_letter(exc: ValidationError, data: bytes, fields: str, wher
     return DeadLetter(code, msg, data, **where)
 
 
+def _decode(raw: Any, limits: DecodeLimits | None, where: dict, strict: type, lenient: type,
+            fields: frozenset, check) -> Any:
+    """The decoding steps both message kinds share; ``check(message, data)`` adds the kind's own
+    rules and returns a :class:`DeadLetter` or ``None``.  Never raises."""
+    limits = limits or _DEFAULT_LIMITS
+    data = None
+    try:
+        data, dead = _prelude(raw, limits, where)
+        if dead:
+            return dead
+        model = lenient if limits.allow_extra_fields else strict
+        try:
+            msg = model.model_validate_json(data)
+        except ValidationError as exc:
+            return _validation_dead_letter(exc, data, fields, where)
+        if not 0 < len(msg.id) <= limits.max_id_chars:
+            return DeadLetter(ReasonCode.BAD_ID, f"id must have 1..{limits.max_id_chars} characters, "
+                              f"has {len(msg.id)}", data, **where)
+        return check(msg, data, limits) or msg
+    except Exception as exc:  # pragma: no cover - a decoder bug must not stop the daemon
+        return DeadLetter(ReasonCode.DECODE_ERROR, f"unexpected decoder failure: {exc!r}",
+                          data if isinstance(data, bytes) else None, **where)
+
+
 def decode_event(raw: Any, limits: DecodeLimits | None = None, *, topic: str | None = None,
                  partition: int | None = None, offset: int | None = None) -> Event | DeadLetter:
     """Decode one input-topic value into an :class:`Event`, or explain why not.
@@ -279,21 +303,9 @@ def decode_event(raw: Any, limits: DecodeLimits | None = None, *, topic: str | N
     Never raises: every failure (including unexpected ones) becomes a :class:`DeadLetter`
     carrying the original bytes and ``topic``/``partition``/``offset`` for the DLQ record.
     """
-    limits = limits or _DEFAULT_LIMITS
     where = {"topic": topic, "partition": partition, "offset": offset}
-    data = None
-    try:
-        data, dead = _prelude(raw, limits, where)
-        if dead:
-            return dead
-        model = _EventIgnoringExtra if limits.allow_extra_fields else Event
-        try:
-            ev = model.model_validate_json(data)
-        except ValidationError as exc:
-            return _validation_dead_letter(exc, data, _EVENT_FIELDS, where)
-        if not 0 < len(ev.id) <= limits.max_id_chars:
-            return DeadLetter(ReasonCode.BAD_ID, f"id must have 1..{limits.max_id_chars} characters, "
-                              f"has {len(ev.id)}", data, **where)
+
+    def check(ev: Event, data: bytes, limits: DecodeLimits) -> DeadLetter | None:
         x = ev.x
         if len(x) > limits.max_features:
             return DeadLetter(ReasonCode.TOO_MANY_FEATURES, f"event has {len(x)} features, limit is "
@@ -309,38 +321,22 @@ def decode_event(raw: Any, limits: DecodeLimits | None = None, *, topic: str | N
         if ev.key is not None and len(ev.key) > limits.max_name_chars:
             return DeadLetter(ReasonCode.BAD_KEY, f"key must have at most {limits.max_name_chars} "
                               f"characters, has {len(ev.key)}", data, **where)
-        return ev
-    except Exception as exc:  # pragma: no cover - a decoder bug must not stop the daemon
-        return DeadLetter(ReasonCode.DECODE_ERROR, f"unexpected decoder failure: {exc!r}",
-                          data if isinstance(data, bytes) else None, **where)
+        return None
+
+    return _decode(raw, limits, where, Event, _EventIgnoringExtra, _EVENT_FIELDS, check)
 
 
 def decode_label(raw: Any, limits: DecodeLimits | None = None, *, topic: str | None = None,
                  partition: int | None = None, offset: int | None = None) -> LabelMessage | DeadLetter:
     """Decode one labels-topic value into a :class:`LabelMessage`, or explain why not.
     Never raises (same contract as :func:`decode_event`)."""
-    limits = limits or _DEFAULT_LIMITS
     where = {"topic": topic, "partition": partition, "offset": offset}
-    data = None
-    try:
-        data, dead = _prelude(raw, limits, where)
-        if dead:
-            return dead
-        model = _LabelIgnoringExtra if limits.allow_extra_fields else LabelMessage
-        try:
-            msg = model.model_validate_json(data)
-        except ValidationError as exc:
-            return _validation_dead_letter(exc, data, _LABEL_FIELDS, where)
-        if not 0 < len(msg.id) <= limits.max_id_chars:
-            return DeadLetter(ReasonCode.BAD_ID, f"id must have 1..{limits.max_id_chars} characters, "
-                              f"has {len(msg.id)}", data, **where)
+
+    def check(msg: LabelMessage, data: bytes, limits: DecodeLimits) -> DeadLetter | None:
         problem = _check_label(msg.y, limits)
-        if problem:
-            return DeadLetter(ReasonCode.BAD_LABEL, problem, data, **where)
-        return msg
-    except Exception as exc:  # pragma: no cover - see decode_event
-        return DeadLetter(ReasonCode.DECODE_ERROR, f"unexpected decoder failure: {exc!r}",
-                          data if isinstance(data, bytes) else None, **where)
+        return DeadLetter(ReasonCode.BAD_LABEL, problem, data, **where) if problem else None
+
+    return _decode(raw, limits, where, LabelMessage, _LabelIgnoringExtra, _LABEL_FIELDS, check)
 
 
 _DEFAULT_LIMITS = DecodeLimits()
