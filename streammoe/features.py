@@ -130,9 +130,19 @@ class LabelSpace:
     def __len__(self) -> int:
         return len(self.classes)
 
+    def check(self, y) -> None:
+        """Refuse a label equal to a known class of another type (``1`` vs ``True``, ``0`` vs ``False``):
+        Python treats them as one dictionary key, so they would silently merge into one class."""
+        i = self.index.get(y)
+        if i is not None and type(self.classes[i]) is not type(y):
+            known = self.classes[i]
+            raise ValueError(f"label {y!r} ({type(y).__name__}) equals the known class {known!r} "
+                             f"({type(known).__name__}); use one label type per class")
+
     def add(self, y) -> tuple[int, bool]:
         """Index of ``y`` and whether it is new."""
         y = normalise_label(y)
+        self.check(y)
         i = self.index.get(y)
         if i is not None:
             return i, False

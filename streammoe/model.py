@@ -269,6 +269,7 @@ class DriftMoE(base.MiniBatchClassifier):
     def learn_one(self, x: dict, y: Any) -> None:
         check_features(x)
         y = normalise_label(y)
+        self._labels.check(y)
         n_new = self._features.register(x)
         if n_new:
             self._router.add_inputs(n_new)
@@ -392,7 +393,10 @@ class DriftMoE(base.MiniBatchClassifier):
         for i, (x, y) in enumerate(zip(xs, ys)):
             try:
                 check_features(x)
-                labels.append(None if y is None else normalise_label(y))
+                if y is not None:
+                    y = normalise_label(y)
+                    self._labels.check(y)
+                labels.append(y)
             except ValueError as exc:
                 raise ValueError(f"event {i}: {exc}") from None
         if self.mode != "data" or self._policy is not None or not hasattr(self._pool, "run_window"):

@@ -188,3 +188,16 @@ def test_introspection():
     assert info["n_learned"] == 500 and len(info["experts"]) == 12
     acc = model.expert_accuracy()
     assert np.all((acc[~np.isnan(acc)] >= 0) & (acc[~np.isnan(acc)] <= 1))
+
+
+def test_labels_that_python_would_merge_are_refused():
+    model = DriftMoE(seed=0)
+    model.learn_one({"a": 1.0}, True)
+    before = state_digest(model.state_parts())
+    with pytest.raises(ValueError, match="equals the known class True"):
+        model.learn_one({"a": 2.0}, 1)
+    with pytest.raises(ValueError, match="event 1"):
+        model.predict_learn_many([{"a": 1.0}, {"a": 2.0}], [True, 1])
+    assert state_digest(model.state_parts()) == before
+    model.learn_one({"a": 2.0}, False)
+    assert model.classes_ == [True, False]
