@@ -205,14 +205,18 @@ def top_k_order(w: np.ndarray, k: int) -> list[int]:
 
 
 # ----------------------------------------------------------------------------------- API
+def _empty_result(n: int, E: int, C: int) -> WindowResult:
+    return WindowResult(np.zeros((n, C)), np.full(n, -1, dtype=np.int64), np.zeros(n, dtype=np.int64),
+                        np.zeros((n, E)), np.full((n, E), -1, dtype=np.int64))
+
+
 def run_window(pool: TreePool, W, X, Y, top_k: int = 3, combine: str = "top1") -> WindowResult:
     """One window of events through the compiled loop (see the module docstring)."""
     mixture = _check_combine(combine)
     W, X, Y, k = _check_window(pool, W, X, Y, top_k)
     n, E = W.shape
     C = pool.n_classes
-    res = WindowResult(np.zeros((n, C)), np.full(n, -1, dtype=np.int64), np.zeros(n, dtype=np.int64),
-                       np.zeros((n, E)), np.full((n, E), -1, dtype=np.int64))
+    res = _empty_result(n, E, C)
     P = np.zeros((E, C))
     order = np.zeros(k, dtype=np.int64)
     taken = np.zeros(E, dtype=np.bool_)
@@ -235,8 +239,7 @@ def run_window_per_event(pool: TreePool, W, X, Y, top_k: int = 3, combine: str =
     W, X, Y, k = _check_window(pool, W, X, Y, top_k)
     n, E = W.shape
     C = pool.n_classes
-    res = WindowResult(np.zeros((n, C)), np.full(n, -1, dtype=np.int64), np.zeros(n, dtype=np.int64),
-                       np.zeros((n, E)), np.full((n, E), -1, dtype=np.int64))
+    res = _empty_result(n, E, C)
     for i in range(n):
         x, w, y = X[i], W[i], int(Y[i])
         P = [pool.predict_proba(e, x) for e in range(E)]
