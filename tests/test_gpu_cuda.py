@@ -1,11 +1,10 @@
 """The CUDA kernels on a real GPU against the CPU path; CuPy router training stays close.
 
 Skipped without a CUDA device (and under the simulator, which ``test_gpu_sim.py`` covers and
-where results are bit-identical).  On hardware the guarantee is weaker and measured: on an H100
-(Numba-CUDA 0.30.4) every decision of a window matched — expert predictions, split features,
-thresholds, class weights — while the Welford accumulators (Gaussian means and M2) differed in
-the last bits, and over millions of keyed events the answers matched (see
-``benchmarks/results/keyed_gpu.md``).  These tests pin exactly that.
+where results are bit-identical).  On hardware the results are close, not equal: on an H100
+(Numba-CUDA 0.30.4) the Welford accumulators (Gaussian means and M2) differ in the last bits, and
+once trees grow this flips some split decisions (the tree-kernel test below is an expected failure
+that documents it; see ``benchmarks/results/keyed_gpu.md``).
 """
 from __future__ import annotations
 
@@ -22,19 +21,24 @@ pytestmark = [
 ]
 
 
+@pytest.mark.xfail(strict=True, reason=(
+    "known divergence on hardware: once trees split, last-bit differences of the CUDA build's Welford "
+    "updates / libdevice maths flip some split decisions (H100, numba-cuda 0.30.4: 400 of 48,000 expert "
+    "predictions differed, node counts 25-37 vs 23-35); exact equality needs round-to-nearest intrinsics "
+    "(no FMA) and the CPU's log/erf in the device functions"))
 def test_tree_kernel_on_the_gpu_equals_the_cpu_kernel():
     from streammoe.experts.fast_tree import TreePool
     from streammoe.gpu import cuda_trees, tree_window
 
     rng = np.random.default_rng(0)
-    E, d, c, n = 48, 6, 4, 3000
+    E, d, c, n = 12, 6, 4, 4000  # few enough trees that each learns ~1000 events and splits
     X = rng.uniform(0.0, 1.0, size=(n, d))
     Y = np.argmax(X @ rng.normal(size=(d, c)), axis=1).astype(np.int64)
     Y[rng.random(n) < 0.1] = -1
     W = rng.dirichlet(np.ones(E), size=n)
     top, rank = tree_window.top_k_ranks(W, 3)
     ptr = np.array([0, n], dtype=np.int64)
-    cpu, gpu = (TreePool(E, d, c, grace_period=10, delta=1e-3) for _ in range(2))
+    cpu, gpu = (TreePool(E, d, c, grace_period=10, delta=1e-2, tau=0.2) for _ in range(2))
     dpool = cuda_trees.DevicePool(gpu)
     outs = []
     for run, pool in ((tree_window.run_trees_cpu, cpu), (cuda_trees.run_trees_cuda, dpool)):
