@@ -74,6 +74,20 @@ def _argmax_first(w):
 
 
 @kernel(inline=True)
+def router_target(expert_pred, y, p_true, mask):
+    """The router's multi-hot target for one labelled event: 1 for every expert whose prediction
+    was ``y``; if none, 1 for the expert giving ``y`` the highest probability (``p_true``, ties to
+    the lowest index).  Shared by the window kernel and the keyed pools."""
+    hit = False
+    for e in range(expert_pred.shape[0]):
+        if expert_pred[e] == y:
+            mask[e] = 1.0
+            hit = True
+    if not hit:
+        mask[_argmax_first(p_true)] = 1.0
+
+
+@kernel(inline=True)
 def _top_k_into(w, k, order, taken):
     """``order[:k]`` = the k largest weights, largest first, ties to the lower index."""
     E = w.shape[0]
@@ -124,13 +138,7 @@ def _window_kernel(A, hp, W, X, Y, k, mixture, start, P, proba, y_pred, expert, 
         y = Y[i]
         if y < 0:
             continue
-        hit = False
-        for e in range(E):
-            if expert_pred[i, e] == y:
-                mask[i, e] = 1.0
-                hit = True
-        if not hit:
-            mask[i, _argmax_first(P[:, y])] = 1.0
+        router_target(expert_pred[i], y, P[:, y], mask[i])
         for j in range(k):
             e = order[j]
             learn_leaf(A, hp, e, leaf[e], x, y, buf, iscratch, nb_arg[e])

@@ -30,6 +30,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from ..experts.fast_loop import router_target
 from ..experts.fast_tree import HP_MAX_NODES, argmax_or_neg, kernel, learn_leaf, predict_tree
 from ..routers.mlp import _forward
 
@@ -137,7 +138,6 @@ def answer_window(ptr, Y, W, order, expert_pred, p_true, Pk, mixture, class_coun
     """
     K = ptr.shape[0] - 1
     C = proba.shape[1]
-    E = W.shape[1]
     for key in prange(K):
         for i in range(ptr[key], ptr[key + 1]):
             top1 = order[i, 0]
@@ -170,17 +170,7 @@ def answer_window(ptr, Y, W, order, expert_pred, p_true, Pk, mixture, class_coun
             y = Y[i]
             if y < 0:
                 continue
-            hit = False
-            for e in range(E):
-                if expert_pred[i, e] == y:
-                    mask[i, e] = 1.0
-                    hit = True
-            if not hit:
-                best = 0
-                for e in range(1, E):
-                    if p_true[i, e] > p_true[i, best]:
-                        best = e
-                mask[i, best] = 1.0
+            router_target(expert_pred[i], y, p_true[i], mask[i])
             class_counts[key, y] += 1.0
 
 
