@@ -115,27 +115,55 @@ def test_aligner_releases_in_event_time_order_events_first_on_ties():
     al.push(LABELS, [rec("lab", i, ts, b"") for i, ts in enumerate([3, 4, 9])])
     order = []
     while True:
-        run = al.next_run(lambda: True, lambda: True, 0.0, max_batch=100)
+        run = al.next_run(lambda: True, 0.0, max_batch=100)
         if run is None:
             break
         order += [(run[0], r.timestamp) for r in run[1]]
     assert order == [(EVENTS, 1), (EVENTS, 2), (EVENTS, 3), (LABELS, 3), (LABELS, 4), (EVENTS, 5),
-                     (EVENTS, 8), (LABELS, 9)]
+                     (EVENTS, 8)]
+    # the label stamped 9 is newer than every event read: it waits for events (idle_s at most)
+    assert al.next_run(lambda: True, 5.0, max_batch=100) is None
+    al.push(EVENTS, [rec("in", 5, 9, b"")])
+    assert [(s, [r.timestamp for r in recs]) for s, recs in
+            (al.next_run(lambda: True, 6.0, 100), al.next_run(lambda: True, 6.0, 100))] == [
+        (EVENTS, [9]), (LABELS, [9])]
 
 
 def test_aligner_waits_for_a_side_that_is_behind_then_gives_up_after_idle():
     al = Aligner(with_labels=True, idle_s=0.5)
     al.push(EVENTS, [rec("in", 0, 10, b"")])
-    assert al.next_run(lambda: True, lambda: False, now=100.0, max_batch=10) is None
-    assert al.next_run(lambda: True, lambda: False, now=100.4, max_batch=10) is None
-    side, recs = al.next_run(lambda: True, lambda: False, now=100.6, max_batch=10)
+    assert al.next_run(lambda: False, now=100.0, max_batch=10) is None
+    assert al.next_run(lambda: False, now=100.4, max_batch=10) is None
+    side, recs = al.next_run(lambda: False, now=100.6, max_batch=10)
     assert side == EVENTS and len(recs) == 1
     al.push(LABELS, [rec("lab", 0, 5, b"")])
-    side, _ = al.next_run(lambda: True, lambda: True, now=0.0, max_batch=10)  # events caught up: go
+    side, _ = al.next_run(lambda: True, now=0.0, max_batch=10)  # older than the events read: go
     assert side == LABELS
     no_labels = Aligner(with_labels=False, idle_s=0.0)
     no_labels.push(EVENTS, [rec("in", i, 1, b"") for i in range(5)])
-    assert [len(no_labels.next_run(None, None, 0.0, 2)[1]) for _ in range(3)] == [2, 2, 1]
+    assert [len(no_labels.next_run(None, 0.0, 2)[1]) for _ in range(3)] == [2, 2, 1]
+
+
+def test_aligner_never_trusts_a_stale_caught_up_input_side_for_newer_labels():
+    """kafka-python fetches the two partitions independently: labels read from a newer fetch than
+    the input partition's must not be released just because the input side looked caught up (that
+    dead-lettered their events' labels as unknown on a live stream)."""
+    al = Aligner(with_labels=True, idle_s=0.5)
+    al.push(EVENTS, [rec("in", i, 100 + i, b"") for i in range(3)])
+    assert al.next_run(lambda: True, 0.0, 100)[0] == EVENTS  # watermark 102
+    al.push(LABELS, [rec("lab", i, 101 + i, b"") for i in range(4)])  # stamps 101..104
+    side, recs = al.next_run(lambda: True, 0.0, 100)
+    assert side == LABELS and [r.timestamp for r in recs] == [101, 102]
+    assert al.next_run(lambda: True, 0.1, 100) is None  # 103, 104: their events are not read yet
+    al.push(EVENTS, [rec("in", 3, 103, b"")])
+    assert [r.timestamp for r in al.next_run(lambda: True, 0.2, 100)[1]] == [103]
+    assert [r.timestamp for r in al.next_run(lambda: True, 0.2, 100)[1]] == [103]
+    assert al.next_run(lambda: True, 0.3, 100) is None
+    # no events come: after idle_s the rest goes, and a label backlog is then not throttled
+    assert al.next_run(lambda: True, 0.85, 100)[1][0].timestamp == 104
+    al.push(LABELS, [rec("lab", 9, 500, b""), rec("lab", 10, 501, b"")])
+    assert [r.timestamp for r in al.next_run(lambda: True, 0.86, 1)[1]] == [500]
+    assert [r.timestamp for r in al.next_run(lambda: True, 0.86, 1)[1]] == [501]
 
 
 # --- the partition owner -----------------------------------------------------------------------

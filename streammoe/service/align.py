@@ -12,6 +12,19 @@ model sees is a pure function of the records.
 A side with no queued records is only skipped when it is *caught up* (everything the broker
 had was read); otherwise the other side waits, at most ``idle_s`` seconds, after which it
 is processed anyway (live streams must not stall when the labels producer is down).
+
+Labels are held to a stricter rule than events.  "Caught up" is judged from the high watermark
+of the partition's last fetch response, and kafka-python fetches the two partitions in
+independent requests: the input partition can look caught up from a response that predates
+the labels just read.  Releasing those labels would dead-letter every label whose event was
+produced between the two responses as ``unknown_event_id`` (measured: thousands per second on a
+live stream that the daemon trailed).  So, with no queued events, a label is released at once
+only when its timestamp is not after the newest event already released (the *event watermark*:
+its event, which precedes it in event time, has then been read); a newer label waits for more
+events, at most ``idle_s`` (after which the labels queued are released without waiting again
+until new events arrive: a label backlog after a restart is not throttled).  Events are not held back that way, because a prediction must not
+wait for labels that may come much later: on a live stream the interleaving of a label and the
+events around it can therefore depend on fetch timing (on a backlog it cannot).
 """
 from __future__ import annotations
 
@@ -34,9 +47,18 @@ class Aligner:
         self.events: deque = deque()
         self.labels: deque = deque()
         self._waiting_since: Optional[float] = None
+        #: timestamp of the newest event released so far (``None`` before the first)
+        self.event_watermark: Optional[int] = None
+        #: labels waited ``idle_s`` for events and none came: stop waiting until events arrive
+        self._labels_gave_up = False
 
     def push(self, side: str, records: list) -> None:
-        (self.events if side == EVENTS else self.labels).extend(records)
+        if side == EVENTS:
+            self.events.extend(records)
+            if records:
+                self._labels_gave_up = False
+        else:
+            self.labels.extend(records)
 
     def queued(self, side: str) -> int:
         return len(self.events if side == EVENTS else self.labels)
@@ -54,31 +76,51 @@ class Aligner:
         self.events.clear()
         self.labels.clear()
         self._waiting_since = None
+        self.event_watermark = None
+        self._labels_gave_up = False
 
-    def next_run(self, events_caught_up: Callable[[], bool], labels_caught_up: Callable[[], bool],
-                 now: float, max_batch: int) -> Optional[tuple[str, list[Any]]]:
+    def next_run(self, labels_caught_up: Callable[[], bool], now: float, max_batch: int) -> Optional[tuple[str, list[Any]]]:
         """The next run of records to process - ``(EVENTS, records)`` or ``(LABELS, records)``
-        - or ``None`` when nothing may be processed yet.  ``*_caught_up`` are asked only
-        when that side's queue is empty."""
+        - or ``None`` when nothing may be processed yet.  ``labels_caught_up`` is asked only
+        when events wait and the labels queue is empty (whether the input side is caught up is
+        never asked: see the module docstring)."""
         ev, lab = self.events, self.labels
         if not self.with_labels:
-            return (EVENTS, _take(ev, max_batch, None, True)) if ev else None
+            return self._events_run(_take(ev, max_batch, None, True)) if ev else None
         if ev and lab:
             self._waiting_since = None
             if ev[0].timestamp <= lab[0].timestamp:
-                return EVENTS, _take(ev, max_batch, lab[0].timestamp, True)
+                return self._events_run(_take(ev, max_batch, lab[0].timestamp, True))
             return LABELS, _take(lab, max_batch, ev[0].timestamp, False)
         if not ev and not lab:
             self._waiting_since = None
             return None
-        side, queue, other_caught_up = ((EVENTS, ev, labels_caught_up) if ev else (LABELS, lab, events_caught_up))
-        if not other_caught_up():
-            if self._waiting_since is None:
-                self._waiting_since = now
-            if now - self._waiting_since < self.idle_s:
-                return None
+        wm = self.event_watermark
+        if lab and wm is not None and lab[0].timestamp <= wm:
+            self._waiting_since = None
+            return LABELS, _take(lab, max_batch, wm, True)
+        if lab and self._labels_gave_up:
+            return LABELS, _take(lab, max_batch, None, True)
+        # events: skip the empty labels side when it is caught up; labels newer than every
+        # event seen: never trust "caught up" (see the module docstring), wait up to idle_s
+        if ev and labels_caught_up():
+            self._waiting_since = None
+            return self._events_run(_take(ev, max_batch, None, True))
+        if self._waiting_since is None:
+            self._waiting_since = now
+        if now - self._waiting_since < self.idle_s:
+            return None
         self._waiting_since = None
-        return side, _take(queue, max_batch, None, True)
+        if ev:
+            return self._events_run(_take(ev, max_batch, None, True))
+        self._labels_gave_up = True
+        return LABELS, _take(lab, max_batch, None, True)
+
+    def _events_run(self, records: list) -> tuple[str, list]:
+        ts = records[-1].timestamp
+        if self.event_watermark is None or ts > self.event_watermark:
+            self.event_watermark = ts
+        return EVENTS, records
 
 
 def _take(queue: deque, max_batch: int, bound: Optional[int], inclusive: bool) -> list:

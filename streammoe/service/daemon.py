@@ -376,13 +376,12 @@ class Daemon:
             owner, aligner = self.owners.get(p), self._aligners.get(p)
             if owner is None or aligner is None:
                 continue
-            tp_in, tp_lab = self._tps(p)
+            _, tp_lab = self._tps(p)
             every = self.settings.checkpoint.every_events
             while not self._stop.is_set():
                 # a run ends where the next checkpoint is due, so checkpoints land every N records
                 room = max(1, min(max_batch, every - owner.events_since_checkpoint))
-                run = aligner.next_run(lambda: self._caught_up(tp_in), lambda: self._caught_up(tp_lab),
-                                       time.monotonic(), room)
+                run = aligner.next_run(lambda: self._caught_up(tp_lab), time.monotonic(), room)
                 if run is None:
                     break
                 side, recs = run
