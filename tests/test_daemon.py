@@ -125,10 +125,13 @@ def test_delayed_labels_are_joined_by_id_and_learned_once(kafka_broker, topic_fa
     topics = make_topics(topic_factory, 2)
     events = list(open_source("sea_g", n=300, seed=2))
     produce(kafka_broker, topics, events, partitions=2, labels="delayed", delay=7)
-    produce_values(kafka_broker, topics["labels_topic"], [b'{"id": "ghost", "y": 1}'], partition=1)
+    # a label for an event nobody sent, stamped inside the stream's event time
+    produce_values(kafka_broker, topics["labels_topic"], [b'{"id": "ghost", "y": 1}'], partition=1,
+                   timestamp_ms=int((1_000.0 + 150 * STEP) * 1000))
     model = unique_name("m")
+    # the last labels of each partition are stamped after its last event: they wait align_idle_ms
     d = Daemon(settings(kafka_broker, redis_server.url, topics, group=unique_name("g"), model=model,
-                        max_poll_records=64)).start_thread()
+                        max_poll_records=64, align_idle_ms=2000)).start_thread()
     assert wait_until(lambda: processed(d) == (300, 301), 60), processed(d)
     stopped(d)
     dlq = read_topic(kafka_broker, topics["deadletter_topic"], 1, timeout=10)

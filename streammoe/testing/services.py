@@ -341,9 +341,10 @@ def create_topics(bootstrap: str, topics: Mapping[str, int] | Iterable[str], par
 
 def produce_values(bootstrap: str, topic: str, values: Iterable[bytes | None], *,
                    partition: int | None = None, keys: Iterable[bytes | None] | None = None,
-                   headers: Sequence[tuple[str, bytes]] | None = None) -> int:
-    """Send raw values to ``topic`` (optionally to one partition / with keys) and flush;
-    returns how many were sent."""
+                   headers: Sequence[tuple[str, bytes]] | None = None,
+                   timestamp_ms: int | None = None) -> int:
+    """Send raw values to ``topic`` (optionally to one partition / with keys / with one record
+    timestamp for all, the daemon aligns by it) and flush; returns how many were sent."""
     from kafka import KafkaProducer
 
     producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
@@ -353,7 +354,7 @@ def produce_values(bootstrap: str, topic: str, values: Iterable[bytes | None], *
         for value in values:
             key = next(key_iter) if key_iter is not None else None
             producer.send(topic, value=value, key=key, partition=partition,
-                          headers=list(headers) if headers else None)
+                          headers=list(headers) if headers else None, timestamp_ms=timestamp_ms)
             n += 1
         producer.flush(timeout=30)
     finally:
