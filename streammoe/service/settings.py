@@ -201,6 +201,7 @@ class RedisSettings(_Section):
     ssl_ca_certs: Optional[FilePath] = None
     ssl_certfile: Optional[FilePath] = None
     ssl_keyfile: Optional[FilePath] = None
+    ssl_password: Optional[SecretStr] = Field(None, description="passphrase of an encrypted ssl_keyfile")
     ssl_check_hostname: bool = True
     cluster: bool = Field(False, description="connect with redis.cluster.RedisCluster")
     key_prefix: str = "smoe"
@@ -223,10 +224,15 @@ class RedisSettings(_Section):
 
     @model_validator(mode="after")
     def _tls_consistent(self) -> "RedisSettings":
-        if (self.ssl_ca_certs or self.ssl_certfile or self.ssl_keyfile) and not self.url.startswith("rediss://"):
+        if ((self.ssl_ca_certs or self.ssl_certfile or self.ssl_keyfile or self.ssl_password is not None)
+                and not self.url.startswith("rediss://")):
             raise ValueError("Redis TLS files are set but the url is not rediss://")
         if bool(self.ssl_certfile) != bool(self.ssl_keyfile):
             raise ValueError("redis ssl_certfile and ssl_keyfile go together")
+        if self.ssl_password is not None and not self.ssl_keyfile:
+            raise ValueError("redis ssl_password is the passphrase of ssl_keyfile, which is not set")
+        if self.username and self.password is None and "@" not in self.url:
+            raise ValueError("redis username is set without a password (an ACL user needs both)")
         return self
 
     def client_kwargs(self) -> dict[str, Any]:
@@ -245,6 +251,8 @@ class RedisSettings(_Section):
             for name in ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile"):
                 if getattr(self, name):
                     kw[name] = str(getattr(self, name))
+            if self.ssl_password is not None:
+                kw["ssl_password"] = _secret(self.ssl_password)
         return kw
 
     def make_client(self) -> Any:
