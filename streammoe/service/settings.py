@@ -290,7 +290,9 @@ class CheckpointSettings(_Section):
 class LimitsSettings(DecodeLimits):
     """Decoder bounds plus the bounds on events waiting for a delayed label."""
 
-    pending_max_count: int = Field(100_000, gt=0, description="most events awaiting a label, per model")
+    pending_max_count: int = Field(100_000, gt=0, description="most events awaiting a label, per partition")
+    pending_max_bytes: int = Field(64 * 1024 * 1024, gt=0, description="estimated stored size of the events "
+                                   "awaiting a label, per partition (see service.pending.pending_size)")
     pending_ttl_s: float = Field(3600.0, gt=0, description="how long an event waits for its label")
 
 
