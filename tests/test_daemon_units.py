@@ -131,6 +131,16 @@ def test_pending_put_and_delete_never_overlap_and_restore_keeps_order():
 
 # --- alignment -------------------------------------------------------------------------------
 
+def test_aligner_queue_bound_drops_the_newest_and_says_where_to_fetch_again():
+    """serve.max_queued_records: a side waiting for the other keeps at most that many records;
+    the rest are dropped from memory and the consumer seeks back to the first one dropped."""
+    al = Aligner(with_labels=True, idle_s=10.0)
+    al.push(EVENTS, [rec("in", 10 + i, i, b"") for i in range(8)])
+    assert al.truncate(EVENTS, 8) is None
+    assert al.truncate(EVENTS, 5) == 15 and [r.offset for r in al.events] == [10, 11, 12, 13, 14]
+    assert al.truncate(LABELS, 5) is None and al.queued(EVENTS) == 5
+
+
 def test_aligner_releases_in_event_time_order_events_first_on_ties():
     al = Aligner(with_labels=True, idle_s=10.0)
     al.push(EVENTS, [rec("in", i, ts, b"") for i, ts in enumerate([1, 2, 3, 5, 8])])
