@@ -156,9 +156,13 @@ def _raw(redis_server, store: RedisStore, name: str) -> dict:
     return redis_server.client().hgetall(store.key(name))
 
 
-@pytest.mark.parametrize("attack", ["flip_a_byte", "wrong_key"])
+@pytest.mark.parametrize("attack, why", [
+    ("flip_a_byte", "failed its HMAC check"),
+    ("wrong_key", "failed its HMAC check"),
+    ("key_removed", "not a valid JSON blob"),  # signed state read as if unsigned: the tag is garbage
+])
 def test_serve_refuses_tampered_or_foreign_state_and_leaves_it_untouched(kafka_broker, topic_factory,
-                                                                         redis_server, attack):
+                                                                         redis_server, attack, why):
     topics, model, store, s = _daemon_with_state(kafka_broker, topic_factory, redis_server)
     name = f"{model}/{topics['input_topic']}/0"
     key = store.key(name)
@@ -168,13 +172,16 @@ def test_serve_refuses_tampered_or_foreign_state_and_leaves_it_untouched(kafka_b
         blob[len(blob) // 2] ^= 0x01
         redis_server.client().hset(key, "p:router", bytes(blob))
     else:
-        key_for_restart = "another-key-0123456789"
+        key_for_restart = "another-key-0123456789" if attack == "wrong_key" else None
     before = _raw(redis_server, store, name)
-    env = _serve_env(kafka_broker, topics, model, {"url": redis_server.url, "hmac_key": key_for_restart})
+    redis_env = {"url": redis_server.url}
+    if key_for_restart is not None:
+        redis_env["hmac_key"] = key_for_restart
+    env = _serve_env(kafka_broker, topics, model, redis_env)
     env["STREAMMOE_KAFKA__GROUP_ID"] = s.kafka.group_id
     code, err = _finish(_serve(env), timeout=90)
     assert code == 1, err[-3000:]
-    assert "refusing the stored state of partition 0" in err and "failed its HMAC check" in err, err[-3000:]
+    assert "refusing the stored state of partition 0" in err and why in err, err[-3000:]
     logs = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
     assert any(r.get("level") == "CRITICAL" and "refusing the stored state" in r["msg"] for r in logs), logs[-5:]
     after = _raw(redis_server, store, name)
