@@ -42,8 +42,7 @@ _VALUE_BYTES = 24
 
 def pending_size(event_id: str, x: Mapping[str, float], key: Optional[str]) -> int:
     """Estimated stored size of a pending event in bytes (see the module docstring)."""
-    return (_EVENT_OVERHEAD + len(event_id) + len(key or "")
-            + sum(len(name) for name in x) + _VALUE_BYTES * len(x))
+    return _EVENT_OVERHEAD + len(event_id) + len(key or "") + sum(map(len, x)) + _VALUE_BYTES * len(x)
 
 
 @dataclass(frozen=True)
@@ -106,6 +105,7 @@ class PendingLabels:
         self.next_seq = int(next_seq)
         self.nbytes = 0  # sum of pending_size over the set
         self._items: dict[str, PendingEvent] = {}
+        self._sizes: dict[str, int] = {}
         self._heap: list[tuple[float, int, str]] = []
         self._put: dict[str, PendingEvent] = {}
         self._del: set[str] = set()
@@ -142,6 +142,7 @@ class PendingLabels:
                             f"({self.max_bytes}); it cannot wait for a label"))
             return out
         self._items[event_id] = pe
+        self._sizes[event_id] = size
         self.nbytes += size
         heapq.heappush(self._heap, (pe.deadline, pe.seq, event_id))
         self._del.discard(event_id)
@@ -203,7 +204,8 @@ class PendingLabels:
             if pe.id != eid:
                 raise ValueError(f"stored pending event {eid!r} holds the data of {pe.id!r}")
             pl._items[eid] = pe
-            pl.nbytes += pending_size(pe.id, pe.x, pe.key)
+            pl._sizes[eid] = pending_size(pe.id, pe.x, pe.key)
+            pl.nbytes += pl._sizes[eid]
             pl.next_seq = max(pl.next_seq, pe.seq + 1)
         pl._heap = [(pe.deadline, pe.seq, pe.id) for pe in pl._items.values()]
         heapq.heapify(pl._heap)
@@ -211,8 +213,8 @@ class PendingLabels:
 
     # --- internals ---------------------------------------------------------------------------
     def _remove(self, event_id: str) -> None:
-        pe = self._items.pop(event_id)
-        self.nbytes -= pending_size(pe.id, pe.x, pe.key)
+        del self._items[event_id]
+        self.nbytes -= self._sizes.pop(event_id)
         self._put.pop(event_id, None)
         self._del.add(event_id)  # harmless no-op in Redis if it never got there
 
