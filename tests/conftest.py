@@ -19,7 +19,9 @@ from streammoe.testing.services import (
     create_topics,
     find_redis_server,
     find_tansu,
+    redis_supports_tls,
 )
+from streammoe.testing.tls import TLSFiles, make_tls_files
 from services import unique_name
 
 
@@ -35,7 +37,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         names = getattr(item, "fixturenames", ())
         if "kafka_broker" in names or "topic_factory" in names:
             item.add_marker(pytest.mark.kafka)
-        if any(n in names for n in ("redis_server", "redis_factory", "redis_client")):
+        if any(n in names for n in ("redis_server", "redis_factory", "redis_client", "redis_tls_binary")):
             item.add_marker(pytest.mark.redis)
 
 
@@ -95,6 +97,22 @@ def redis_factory(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Red
     yield start
     for server in started:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_tls_binary() -> str:
+    """A redis-server built with TLS (Debian's); skips with the reason when there is none."""
+    binary = _require_redis_binary()
+    if not redis_supports_tls(binary):
+        pytest.skip(f"Redis TLS tests need a redis-server built with TLS; {binary} has no TLS "
+                    "(apt-get install redis-server: .ci/run does it)")
+    return binary
+
+
+@pytest.fixture(scope="session")
+def tls_files(tmp_path_factory: pytest.TempPathFactory) -> TLSFiles:
+    """A fresh CA with a server certificate for 127.0.0.1 and a client certificate (PEM files)."""
+    return make_tls_files(tmp_path_factory.mktemp("tls"))
 
 
 @pytest.fixture

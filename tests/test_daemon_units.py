@@ -14,7 +14,7 @@ from streammoe.connectors import open_source
 from streammoe.service.align import EVENTS, LABELS, Aligner
 from streammoe.service.generate import json_label
 from streammoe.service.owner import OwnerConfig, PartitionOwner, part_prefix, split_part
-from streammoe.service.pending import PendingEvent, PendingLabels
+from streammoe.service.pending import PendingEvent, PendingLabels, pending_size
 from streammoe.service.schema import DeadLetter, DecodeLimits
 from streammoe.state.codec import state_digest
 
@@ -88,6 +88,28 @@ def test_pending_ttl_in_event_time_count_bound_and_change_log():
     assert pl.changes() == ({}, []) and not pl.has_changes()
 
 
+def test_pending_size_bound_evicts_earliest_deadline_and_survives_a_restore():
+    size = pending_size("e0", {"a": 1.0, "bb": 2.0}, None)
+    assert size == 64 + 2 + 3 + 2 * 24  # overhead + id + feature names + 24 bytes per value
+    pl = PendingLabels(max_count=100, ttl_s=10.0, max_bytes=3 * size)
+    for i in range(3):
+        assert pl.add(f"e{i}", {"a": 1.0, "bb": 2.0}, key=None, ts=None, y_pred=0, offset=i,
+                      event_time=100.0 + i) == []
+    assert pl.nbytes == 3 * size
+    out = pl.add("e3", {"a": 1.0, "bb": 2.0}, key=None, ts=None, y_pred=0, offset=3, event_time=103.0)
+    assert [pe.id for pe, _ in out] == ["e0"] and "pending_max_bytes" in out[0][1] and pl.nbytes == 3 * size
+    # an event over the bound on its own never waits, and evicts nobody
+    huge = {f"f{i}": 0.0 for i in range(50)}
+    out = pl.add("big", huge, key=None, ts=None, y_pred=0, offset=4, event_time=104.0)
+    assert [pe.id for pe, _ in out] == ["big"] and "alone" in out[0][1] and len(pl) == 3
+    assert pl.pop("e1") is not None and pl.nbytes == 2 * size
+    put, _ = pl.changes()
+    back = PendingLabels.restore({e: put[e] for e in put if e in pl}, 100, 10.0, next_seq=0, max_bytes=3 * size)
+    assert back.nbytes == pl.nbytes == 2 * size  # counted the same after a restart
+    with pytest.raises(ValueError, match="max_bytes"):
+        PendingLabels(max_count=1, ttl_s=1.0, max_bytes=0)
+
+
 def test_pending_put_and_delete_never_overlap_and_restore_keeps_order():
     pl = PendingLabels(max_count=10, ttl_s=5.0)
     pl.add("a", {"f": 0.5}, key="k", ts=1.0, y_pred=True, offset=0, event_time=1.0)
@@ -108,6 +130,16 @@ def test_pending_put_and_delete_never_overlap_and_restore_keeps_order():
 
 
 # --- alignment -------------------------------------------------------------------------------
+
+def test_aligner_queue_bound_drops_the_newest_and_says_where_to_fetch_again():
+    """serve.max_queued_records: a side waiting for the other keeps at most that many records;
+    the rest are dropped from memory and the consumer seeks back to the first one dropped."""
+    al = Aligner(with_labels=True, idle_s=10.0)
+    al.push(EVENTS, [rec("in", 10 + i, i, b"") for i in range(8)])
+    assert al.truncate(EVENTS, 8) is None
+    assert al.truncate(EVENTS, 5) == 15 and [r.offset for r in al.events] == [10, 11, 12, 13, 14]
+    assert al.truncate(LABELS, 5) is None and al.queued(EVENTS) == 5
+
 
 def test_aligner_releases_in_event_time_order_events_first_on_ties():
     al = Aligner(with_labels=True, idle_s=10.0)

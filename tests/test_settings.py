@@ -88,18 +88,55 @@ def test_kafka_kwargs_are_accepted_by_kafka_python():
     assert set(producer_kw) <= set(KafkaProducer.DEFAULT_CONFIG)
 
 
-def test_sasl_ssl_kwargs(tmp_path):
-    ca = tmp_path / "ca.pem"
-    ca.write_text("-----BEGIN CERTIFICATE-----\n")
-    s = Settings.load(kafka={
-        "security_protocol": "SASL_SSL", "sasl_mechanism": "SCRAM-SHA-512",
-        "sasl_plain_username": "svc", "sasl_plain_password": "pw", "ssl_cafile": str(ca),
-    })
-    kw = s.kafka.consumer_kwargs()
-    assert kw["security_protocol"] == "SASL_SSL" and kw["sasl_mechanism"] == "SCRAM-SHA-512"
-    assert kw["sasl_plain_username"] == "svc" and kw["sasl_plain_password"] == "pw"
-    assert kw["ssl_cafile"] == str(ca) and kw["ssl_check_hostname"] is True
-    assert "pw" not in repr(s.kafka)
+@pytest.mark.parametrize("protocol, mechanism", [("PLAINTEXT", None), ("SSL", None)] + [
+    (p, m) for p in ("SASL_PLAINTEXT", "SASL_SSL") for m in ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")])
+def test_every_security_protocol_and_mechanism_reaches_kafka_python(protocol, mechanism, tls_files):
+    """Tansu speaks neither SASL nor TLS, so the mapping settings -> kafka-python arguments is
+    what is tested: every option arrives, under the name kafka-python reads, in consumer,
+    producer and admin arguments alike."""
+    from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+
+    sasl, tls = protocol.startswith("SASL_"), protocol in ("SSL", "SASL_SSL")
+    kafka = {"security_protocol": protocol}
+    if sasl:
+        kafka.update(sasl_mechanism=mechanism, sasl_plain_username="svc", sasl_plain_password="pw-secret")
+    if tls:
+        kafka.update(ssl_cafile=str(tls_files.ca_cert), ssl_certfile=str(tls_files.client_cert),
+                     ssl_keyfile=str(tls_files.client_key), ssl_check_hostname=False)
+    k = Settings.load(kafka=kafka).kafka
+    for kw, accepted in ((k.consumer_kwargs(), KafkaConsumer.DEFAULT_CONFIG),
+                         (k.producer_kwargs(), KafkaProducer.DEFAULT_CONFIG),
+                         (k.common_kwargs(), KafkaAdminClient.DEFAULT_CONFIG)):
+        assert set(kw) <= set(accepted), set(kw) - set(accepted)
+        assert kw["security_protocol"] == protocol
+        if sasl:
+            assert (kw["sasl_mechanism"], kw["sasl_plain_username"], kw["sasl_plain_password"]) == \
+                (mechanism, "svc", "pw-secret")
+        else:
+            assert not any(name.startswith("sasl_") for name in kw)
+        if tls:
+            assert kw["ssl_cafile"] == str(tls_files.ca_cert) and kw["ssl_certfile"] == str(tls_files.client_cert)
+            assert kw["ssl_keyfile"] == str(tls_files.client_key) and kw["ssl_check_hostname"] is False
+        else:
+            assert not any(name.startswith("ssl_") for name in kw)
+    assert "pw-secret" not in repr(k)
+
+
+def test_tls_files_are_checked_at_load_time(tls_files, tmp_path):
+    """A CA that is not a certificate, or a certificate with another key, fails with the
+    option's name when the settings load - not at the first connection."""
+    junk = tmp_path / "junk.pem"
+    junk.write_text("-----BEGIN CERTIFICATE-----\nnot base64\n")
+    with pytest.raises(ValidationError, match="kafka.ssl_cafile .* is not a PEM CA certificate"):
+        Settings.load(kafka={"security_protocol": "SSL", "ssl_cafile": str(junk)})
+    with pytest.raises(ValidationError, match="not a matching PEM certificate and private key"):
+        Settings.load(kafka={"security_protocol": "SSL", "ssl_certfile": str(tls_files.client_cert),
+                             "ssl_keyfile": str(tls_files.server_key)})
+    with pytest.raises(ValidationError, match="redis.ssl_ca_certs .* is not a PEM CA certificate"):
+        Settings.load(redis={"url": "rediss://cache:6380/0", "ssl_ca_certs": str(junk)})
+    with pytest.raises(ValidationError, match="redis.ssl_certfile / redis.ssl_keyfile"):
+        Settings.load(redis={"url": "rediss://cache:6380/0", "ssl_certfile": str(tls_files.server_cert),
+                             "ssl_keyfile": str(tls_files.client_key)})
 
 
 @pytest.mark.parametrize("kafka, message", [
@@ -108,6 +145,13 @@ def test_sasl_ssl_kwargs(tmp_path):
     ({"sasl_mechanism": "PLAIN", "sasl_plain_username": "u", "sasl_plain_password": "p"},
      "security_protocol is PLAINTEXT"),
     ({"security_protocol": "SSL", "ssl_cafile": "/no/such/ca.pem"}, "ssl_cafile"),
+    ({"security_protocol": "SASL_SSL", "sasl_mechanism": "GSSAPI", "sasl_plain_username": "u",
+      "sasl_plain_password": "p"}, "sasl_mechanism"),
+    ({"security_protocol": "SASL_PLAINTEXT", "sasl_mechanism": "SCRAM-SHA-256", "sasl_plain_username": "u"},
+     "needs sasl_plain_username and sasl_plain_password"),
+    ({"security_protocol": "TLS"}, "security_protocol"),
+    ({"ssl_check_hostname": False, "ssl_password": "x"}, "security_protocol is PLAINTEXT"),
+    ({"security_protocol": "SSL", "ssl_password": "x"}, "ssl_password is the passphrase of ssl_keyfile"),
     ({"bootstrap_servers": "no-port"}, "not host:port"),
     ({"heartbeat_interval_ms": 9000, "session_timeout_ms": 6000}, "heartbeat_interval_ms"),
 ])
@@ -116,17 +160,24 @@ def test_inconsistent_kafka_security_is_refused(kafka, message):
         Settings.load(kafka=kafka)
 
 
-def test_redis_settings(tmp_path):
-    ca = tmp_path / "ca.pem"
-    ca.write_text("x")
-    r = Settings.load(redis={"url": "rediss://cache:6380/1", "password": "pw", "ssl_ca_certs": str(ca),
-                             "hmac_key": "0123456789abcdef"}).redis
+def test_redis_settings(tls_files):
+    ca = tls_files.ca_cert
+    r = Settings.load(redis={"url": "rediss://cache:6380/1", "username": "svc", "password": "pw",
+                             "ssl_ca_certs": str(ca), "ssl_certfile": str(tls_files.client_cert),
+                             "ssl_keyfile": str(tls_files.client_key), "hmac_key": "0123456789abcdef"}).redis
     kw = r.client_kwargs()
     assert kw["password"] == "pw" and kw["ssl_ca_certs"] == str(ca) and kw["decode_responses"] is False
+    assert kw["username"] == "svc" and kw["ssl_certfile"] == str(tls_files.client_cert)
+    assert kw["ssl_keyfile"] == str(tls_files.client_key) and kw["ssl_check_hostname"] is True
     client = r.make_client()  # builds without connecting
     assert client.connection_pool.connection_kwargs["host"] == "cache"
+    assert client.connection_pool.connection_class.__name__ == "SSLConnection"
     with pytest.raises(ValidationError, match="not rediss://"):
         Settings.load(redis={"ssl_ca_certs": str(ca)})
+    with pytest.raises(ValidationError, match="username is set without a password"):
+        Settings.load(redis={"username": "svc"})
+    with pytest.raises(ValidationError, match="ssl_certfile and ssl_keyfile go together"):
+        Settings.load(redis={"url": "rediss://cache:6380/1", "ssl_certfile": str(tls_files.client_cert)})
     with pytest.raises(ValidationError, match="must start with"):
         Settings.load(redis={"url": "http://x"})
     with pytest.raises(ValidationError, match="at least 16"):

@@ -16,6 +16,12 @@ What happens, in order:
    asynchronously, by default from a child process (:mod:`.sender`).  A partition whose ``checkpoint.every_events`` or ``every_seconds`` is
    reached is checkpointed: producer flushed first (predictions are at-least-once), then one
    fenced atomic Redis commit (learning is exactly-once).
+   A partition whose stored state fails its HMAC check (``redis.hmac_key``: tampered, or
+   signed with another key) or is not a valid state is *refused*: nothing of it is loaded
+   (no pickle is ever involved), reset or overwritten, the error is logged and counted
+   (``streammoe_state_refused``), and the daemon stops with :class:`StateRefusedError`
+   (``serve`` exits 1) - silently starting that partition afresh would throw away its
+   model and relearn from the stored offsets as if nothing happened.
 4. Revocation, SIGTERM (:meth:`Daemon.stop`): finish the run in progress, checkpoint, close
    the consumer (leaving the group).  A checkpoint refused by the fencing epoch means a newer
    owner took the partition: its model is dropped and its records are ignored.
@@ -34,11 +40,11 @@ from .align import EVENTS, LABELS, Aligner
 from .deadletter import encode_dead_letter
 from .logs import log_event
 from .metrics import DaemonMetrics, HttpServer
-from .owner import OwnerConfig, PartitionOwner
+from .owner import OwnerConfig, PartitionOwner, state_name
 from .schema import DeadLetter
 from .settings import Settings
 
-__all__ = ["Daemon", "DaemonError", "make_store"]
+__all__ = ["Daemon", "DaemonError", "StateRefusedError", "make_store"]
 
 log = logging.getLogger("streammoe.serve")
 
@@ -48,6 +54,10 @@ _DLQ_HEADROOM = 64 * 1024
 
 class DaemonError(RuntimeError):
     """The daemon cannot (continue to) run; the message says why and what to do."""
+
+
+class StateRefusedError(DaemonError):
+    """The stored state of a partition failed its integrity (HMAC) or format check."""
 
 
 def make_store(settings: Settings) -> Any:
@@ -523,7 +533,10 @@ class Daemon:
         for p in inputs:
             if p in self.owners:
                 continue
-            owner = PartitionOwner.open(self.store, self.cfg, p, self._from_parts)
+            try:
+                owner = PartitionOwner.open(self.store, self.cfg, p, self._from_parts)
+            except (ValueError, KeyError) as exc:  # StateFormatError (HMAC, not our format) is a ValueError
+                self._refuse_state(p, exc)
             with_labels = k.labels_topic is not None and p in label_parts
             if k.labels_topic is not None and not with_labels:
                 log_event(log, logging.WARNING, "input partition assigned without its labels partition; "
@@ -538,6 +551,18 @@ class Daemon:
             log_event(log, logging.INFO, "partition assigned", partition=p, epoch=owner.epoch,
                       offsets=dict(owner.offsets), models=len(owner.models), pending=len(owner.pending))
         self.metrics.partitions.set(len(self.owners))
+
+    def _refuse_state(self, p: int, exc: BaseException) -> None:
+        """Stop on a partition whose stored state cannot be trusted (see the module docstring)."""
+        name = state_name(self.cfg.base_name, self.cfg.input_topic, p)
+        key = self.store.key(name) if hasattr(self.store, "key") else name
+        self.metrics.state_refused.inc()
+        msg = (f"refusing the stored state of partition {p} (Redis key {key!r}): {exc}. Nothing was loaded, "
+               f"reset or overwritten. If redis.hmac_key changed, start with the key that signed the state; "
+               f"if the state was tampered with, restore it from a backup (deleting the key starts the "
+               f"partition from scratch and loses its model)")
+        log_event(log, logging.CRITICAL, msg, partition=p, error=type(exc).__name__)
+        raise StateRefusedError(msg) from exc
 
     def _seek(self, tp: Any, offset: Optional[int]) -> None:
         if offset is not None:

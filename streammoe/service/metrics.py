@@ -56,6 +56,9 @@ class DaemonMetrics:
                                             "Time to write one checkpoint", registry=r)
         self.fenced = Counter("streammoe_fenced", "Partitions dropped because a newer owner claimed them",
                               registry=r)
+        self.state_refused = Counter("streammoe_state_refused",
+                                     "Partitions whose stored state failed its HMAC / format check "
+                                     "(the daemon stops rather than load or reset it)", registry=r)
         self.partitions = Gauge("streammoe_owned_partitions", "Input partitions owned by this daemon", registry=r)
         self.models = Gauge("streammoe_models", "Models held in memory", registry=r)
 

@@ -89,6 +89,7 @@ class OwnerConfig:
     limits: DecodeLimits = field(default_factory=DecodeLimits)
     pending_max: int = 100_000
     pending_ttl_s: float = 3600.0
+    pending_max_bytes: Optional[int] = 64 * 1024 * 1024
     keyed: bool = False
     max_keys: int = 10_000
     strict_features: bool = True
@@ -102,6 +103,7 @@ class OwnerConfig:
             labels_topic=settings.kafka.labels_topic, new_model=new_model,
             limits=DecodeLimits(**{k: getattr(settings.limits, k) for k in DecodeLimits.model_fields}),
             pending_max=settings.limits.pending_max_count, pending_ttl_s=settings.limits.pending_ttl_s,
+            pending_max_bytes=settings.limits.pending_max_bytes,
             keyed=serve.model_per == "key", max_keys=serve.max_keys_per_partition,
             strict_features=serve.feature_policy == "strict",
             classes=tuple(serve.classes) if serve.classes is not None else None,
@@ -175,7 +177,8 @@ class PartitionOwner:
         self.models: dict[Optional[str], Any] = dict(models or {})
         self.guards: dict[Optional[str], Guard] = dict(guards or {})
         self.offsets: dict[str, int] = dict(offsets or {})
-        self.pending = pending or PendingLabels(cfg.pending_max, cfg.pending_ttl_s)
+        self.pending = pending or PendingLabels(cfg.pending_max, cfg.pending_ttl_s,
+                                                max_bytes=cfg.pending_max_bytes)
         self.stream_time = stream_time
         self.stats = stats or OwnerStats()
         # part names stored in Redis per model key (to remove parts a shrinking pool dropped)
@@ -209,7 +212,7 @@ class PartitionOwner:
                 enc = xname[len(GUARD_EXTRA):]
                 guards[unquote(enc) if enc else None] = Guard.from_blob(blob)
         pending = PendingLabels.restore(store.pending_load(name), cfg.pending_max, cfg.pending_ttl_s,
-                                        int(daemon.get("pending_seq", 0)))
+                                        int(daemon.get("pending_seq", 0)), cfg.pending_max_bytes)
         st = daemon.get("stream_time")
         owner = cls(cfg, partition, epoch, models=models, guards=guards, offsets=ck.offsets, pending=pending,
                     stream_time=float(st) if st is not None else float("-inf"),

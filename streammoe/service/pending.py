@@ -1,4 +1,4 @@
-"""Events waiting for a delayed label, per partition: bounded by count and by a TTL.
+"""Events waiting for a delayed label, per partition: bounded by count, by size and by a TTL.
 
 Why in memory with a change log: the daemon looks a pending event up for every label, so
 the set lives in memory; Redis gets the *changes* since the last checkpoint inside the same
@@ -11,8 +11,16 @@ Time is *event time* (the Kafka record timestamps the partition has reached), no
 clock: a deadline is ``record time + ttl`` and an event expires when the partition's
 stream time passes its deadline.  That keeps expiry, and therefore which labels still find
 their event, a pure function of the records - a restarted daemon makes the same decisions
-as one that never stopped.  The count bound evicts the earliest deadline first (ties: the
-earliest added), the same order on every run.
+as one that never stopped.  The count bound (``limits.pending_max_count``) and the size
+bound (``limits.pending_max_bytes``) evict the earliest deadline first (ties: the earliest
+added), the same order on every run; an evicted event goes to the dead-letter topic with
+reason ``pending_evicted`` and a message naming the bound.
+
+Why a size bound as well: the count alone does not bound memory - an event may carry up to
+``limits.max_features`` features, so 100 000 waiting events could hold gigabytes.  The size
+of an event is :func:`pending_size`, a deterministic estimate of its stored form (feature
+names, 24 bytes per value, id and key): a pure function of the event, so a restarted daemon
+counts exactly what an uninterrupted one counted.  Python holds a few times that in memory.
 """
 from __future__ import annotations
 
@@ -23,9 +31,18 @@ from typing import Any, Iterator, Mapping, Optional
 
 from .schema import Label
 
-__all__ = ["PendingEvent", "PendingLabels"]
+__all__ = ["PendingEvent", "PendingLabels", "pending_size"]
 
 _FORMAT = 1
+#: Fixed part of :func:`pending_size`: the JSON envelope and the deadline/sequence numbers.
+_EVENT_OVERHEAD = 64
+#: Per feature: a float's JSON text, quotes, colon and comma.
+_VALUE_BYTES = 24
+
+
+def pending_size(event_id: str, x: Mapping[str, float], key: Optional[str]) -> int:
+    """Estimated stored size of a pending event in bytes (see the module docstring)."""
+    return _EVENT_OVERHEAD + len(event_id) + len(key or "") + sum(map(len, x)) + _VALUE_BYTES * len(x)
 
 
 @dataclass(frozen=True)
@@ -78,13 +95,17 @@ class PendingLabels:
     ``committed()`` forgets them once the commit succeeded.
     """
 
-    def __init__(self, max_count: int, ttl_s: float, next_seq: int = 0):
-        if max_count < 1 or not ttl_s > 0:
-            raise ValueError(f"pending bounds must be positive, got max_count={max_count}, ttl_s={ttl_s}")
+    def __init__(self, max_count: int, ttl_s: float, next_seq: int = 0, max_bytes: Optional[int] = None):
+        if max_count < 1 or not ttl_s > 0 or (max_bytes is not None and max_bytes < 1):
+            raise ValueError(f"pending bounds must be positive, got max_count={max_count}, ttl_s={ttl_s}, "
+                             f"max_bytes={max_bytes}")
         self.max_count = int(max_count)
+        self.max_bytes = int(max_bytes) if max_bytes is not None else None
         self.ttl_s = float(ttl_s)
         self.next_seq = int(next_seq)
+        self.nbytes = 0  # sum of pending_size over the set
         self._items: dict[str, PendingEvent] = {}
+        self._sizes: dict[str, int] = {}
         self._heap: list[tuple[float, int, str]] = []
         self._put: dict[str, PendingEvent] = {}
         self._del: set[str] = set()
@@ -114,7 +135,15 @@ class PendingLabels:
             out.append((old, f"replaced by a later event with the same id at offset {offset}"))
         pe = PendingEvent(event_id, x, key, ts, y_pred, int(offset), self.next_seq, event_time + self.ttl_s)
         self.next_seq += 1
+        size = pending_size(event_id, x, key)
+        if self.max_bytes is not None and size > self.max_bytes:
+            # Alone over the size bound: it never waits (evicting others would not make room).
+            out.append((pe, f"the event alone is {size} bytes, over limits.pending_max_bytes "
+                            f"({self.max_bytes}); it cannot wait for a label"))
+            return out
         self._items[event_id] = pe
+        self._sizes[event_id] = size
+        self.nbytes += size
         heapq.heappush(self._heap, (pe.deadline, pe.seq, event_id))
         self._del.discard(event_id)
         self._put[event_id] = pe
@@ -122,6 +151,10 @@ class PendingLabels:
             victim = self._pop_earliest()
             out.append((victim, f"{self.max_count} events were already waiting for a label "
                                 f"(limits.pending_max_count); the one with the earliest deadline left"))
+        while self.max_bytes is not None and self.nbytes > self.max_bytes:
+            victim = self._pop_earliest()
+            out.append((victim, f"the events waiting for a label reached limits.pending_max_bytes "
+                                f"({self.max_bytes} bytes); the one with the earliest deadline left"))
         return out
 
     def pop(self, event_id: str) -> Optional[PendingEvent]:
@@ -162,14 +195,17 @@ class PendingLabels:
 
     @classmethod
     def restore(cls, stored: Mapping[str, tuple[bytes, float]], max_count: int, ttl_s: float,
-                next_seq: int) -> "PendingLabels":
-        """Rebuild from ``RedisStore.pending_load`` (the state of the last checkpoint)."""
-        pl = cls(max_count, ttl_s, next_seq)
+                next_seq: int, max_bytes: Optional[int] = None) -> "PendingLabels":
+        """Rebuild from ``RedisStore.pending_load`` (the state of the last checkpoint).  A set
+        over lowered bounds shrinks at the next :meth:`add`."""
+        pl = cls(max_count, ttl_s, next_seq, max_bytes)
         for eid, (blob, deadline) in stored.items():
             pe = PendingEvent.from_blob(blob, deadline)
             if pe.id != eid:
                 raise ValueError(f"stored pending event {eid!r} holds the data of {pe.id!r}")
             pl._items[eid] = pe
+            pl._sizes[eid] = pending_size(pe.id, pe.x, pe.key)
+            pl.nbytes += pl._sizes[eid]
             pl.next_seq = max(pl.next_seq, pe.seq + 1)
         pl._heap = [(pe.deadline, pe.seq, pe.id) for pe in pl._items.values()]
         heapq.heapify(pl._heap)
@@ -178,6 +214,7 @@ class PendingLabels:
     # --- internals ---------------------------------------------------------------------------
     def _remove(self, event_id: str) -> None:
         del self._items[event_id]
+        self.nbytes -= self._sizes.pop(event_id)
         self._put.pop(event_id, None)
         self._del.add(event_id)  # harmless no-op in Redis if it never got there
 

@@ -67,6 +67,29 @@ def _secret(value: Optional[SecretStr]) -> Optional[str]:
     return value.get_secret_value() if value is not None else None
 
 
+def _check_tls_files(section: str, cafile: Optional[Path], certfile: Optional[Path], keyfile: Optional[Path],
+                     password: Optional[SecretStr], names: tuple[str, str, str]) -> None:
+    """Load the CA and the client certificate/key the way the clients will (Python's ``ssl``),
+    so a wrong file fails at start-up with the option's name instead of at the first
+    connection with an OpenSSL error code."""
+    import ssl
+
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ca_name, cert_name, key_name = names
+    if cafile is not None:
+        try:
+            ctx.load_verify_locations(cafile=str(cafile))
+        except (ssl.SSLError, OSError, ValueError) as exc:
+            raise ValueError(f"{section}.{ca_name} {str(cafile)!r} is not a PEM CA certificate: {exc}") from None
+    if certfile is not None and keyfile is not None:
+        try:
+            ctx.load_cert_chain(str(certfile), str(keyfile), _secret(password))
+        except (ssl.SSLError, OSError, ValueError) as exc:
+            raise ValueError(f"{section}.{cert_name} / {section}.{key_name} ({str(certfile)!r}, {str(keyfile)!r}) "
+                             f"are not a matching PEM certificate and private key (or the key's password is "
+                             f"wrong): {exc}") from None
+
+
 class KafkaSettings(_Section):
     """Broker connection, topics, consumer group and security."""
 
@@ -135,6 +158,11 @@ class KafkaSettings(_Section):
                              "use SSL or SASL_SSL")
         if bool(self.ssl_certfile) != bool(self.ssl_keyfile):
             raise ValueError("ssl_certfile and ssl_keyfile go together (client certificate and its key)")
+        if self.ssl_password is not None and not self.ssl_keyfile:
+            raise ValueError("ssl_password is the passphrase of ssl_keyfile, which is not set")
+        if tls:
+            _check_tls_files("kafka", self.ssl_cafile, self.ssl_certfile, self.ssl_keyfile, self.ssl_password,
+                             ("ssl_cafile", "ssl_certfile", "ssl_keyfile"))
         if self.heartbeat_interval_ms >= self.session_timeout_ms:
             raise ValueError("heartbeat_interval_ms must be lower than session_timeout_ms")
         return self
@@ -201,6 +229,7 @@ class RedisSettings(_Section):
     ssl_ca_certs: Optional[FilePath] = None
     ssl_certfile: Optional[FilePath] = None
     ssl_keyfile: Optional[FilePath] = None
+    ssl_password: Optional[SecretStr] = Field(None, description="passphrase of an encrypted ssl_keyfile")
     ssl_check_hostname: bool = True
     cluster: bool = Field(False, description="connect with redis.cluster.RedisCluster")
     key_prefix: str = "smoe"
@@ -223,10 +252,18 @@ class RedisSettings(_Section):
 
     @model_validator(mode="after")
     def _tls_consistent(self) -> "RedisSettings":
-        if (self.ssl_ca_certs or self.ssl_certfile or self.ssl_keyfile) and not self.url.startswith("rediss://"):
+        if ((self.ssl_ca_certs or self.ssl_certfile or self.ssl_keyfile or self.ssl_password is not None)
+                and not self.url.startswith("rediss://")):
             raise ValueError("Redis TLS files are set but the url is not rediss://")
         if bool(self.ssl_certfile) != bool(self.ssl_keyfile):
             raise ValueError("redis ssl_certfile and ssl_keyfile go together")
+        if self.ssl_password is not None and not self.ssl_keyfile:
+            raise ValueError("redis ssl_password is the passphrase of ssl_keyfile, which is not set")
+        if self.url.startswith("rediss://"):
+            _check_tls_files("redis", self.ssl_ca_certs, self.ssl_certfile, self.ssl_keyfile, self.ssl_password,
+                             ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile"))
+        if self.username and self.password is None and "@" not in self.url:
+            raise ValueError("redis username is set without a password (an ACL user needs both)")
         return self
 
     def client_kwargs(self) -> dict[str, Any]:
@@ -245,6 +282,8 @@ class RedisSettings(_Section):
             for name in ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile"):
                 if getattr(self, name):
                     kw[name] = str(getattr(self, name))
+            if self.ssl_password is not None:
+                kw["ssl_password"] = _secret(self.ssl_password)
         return kw
 
     def make_client(self) -> Any:
@@ -282,7 +321,9 @@ class CheckpointSettings(_Section):
 class LimitsSettings(DecodeLimits):
     """Decoder bounds plus the bounds on events waiting for a delayed label."""
 
-    pending_max_count: int = Field(100_000, gt=0, description="most events awaiting a label, per model")
+    pending_max_count: int = Field(100_000, gt=0, description="most events awaiting a label, per partition")
+    pending_max_bytes: int = Field(64 * 1024 * 1024, gt=0, description="estimated stored size of the events "
+                                   "awaiting a label, per partition (see service.pending.pending_size)")
     pending_ttl_s: float = Field(3600.0, gt=0, description="how long an event waits for its label")
 
 

@@ -208,7 +208,7 @@ def _translate_errors(fn: Callable[..., T]) -> Callable[..., T]:
                 raise StoreUnavailableError(self._auth_message(exc)) from exc
             raise
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
-            raise StoreUnavailableError(f"cannot reach Redis at {self.target}: {exc}") from exc
+            raise StoreUnavailableError(f"cannot reach Redis at {self.target}: {exc}{self._tls_hint(exc)}") from exc
 
     return wrapper
 
@@ -250,6 +250,8 @@ class RedisStore:
         self._hmac_key = _b(hmac_key) if hmac_key else None
         self.target = self._describe(kwargs)
         self._has_password = bool(kwargs.get("password") or kwargs.get("credential_provider"))
+        conn_class = getattr(getattr(client, "connection_pool", None), "connection_class", None)
+        self._tls = "SSL" in getattr(conn_class, "__name__", "") or bool(kwargs.get("ssl"))
         self._commit = client.register_script(_COMMIT_LUA)
         self._write = client.register_script(_WRITE_LUA)
         self._pput = client.register_script(_PENDING_PUT_LUA)
@@ -277,11 +279,28 @@ class RedisStore:
             return f"unix:{kwargs['path']}"
         return f"{kwargs.get('host', '?')}:{kwargs.get('port', '?')}/{kwargs.get('db', 0)}"
 
+    def _tls_hint(self, exc: Exception) -> str:
+        """A likely cause for TLS-related connection failures, whose raw text rarely says it."""
+        text = str(exc)
+        if not self._tls:
+            if "reset by peer" in text or "closed by server" in text:
+                return " (if this server speaks only TLS, use a rediss:// URL)"
+            return ""
+        if "CERTIFICATE_VERIFY_FAILED" in text:
+            return (" (the server's certificate is not signed by a CA this client trusts, or does not name "
+                    "this host: set redis.ssl_ca_certs, or check redis.ssl_check_hostname)")
+        if "CERTIFICATE_REQUIRED" in text or "EOF occurred" in text or "alert" in text:
+            return (" (the server refused the TLS handshake: it may require a client certificate signed by "
+                    "its CA - set redis.ssl_certfile and redis.ssl_keyfile)")
+        if "WRONG_VERSION_NUMBER" in text or "record layer" in text:
+            return " (the server does not speak TLS on this port: use a redis:// URL)"
+        return ""
+
     def _auth_message(self, exc: Exception) -> str:
         if not self._has_password:
             return (f"Redis at {self.target} requires a password (AUTH) but none was given; set "
-                    f"STREAMMOE_REDIS__PASSWORD or put it in the URL (redis://:PASSWORD@host:port/0). "
-                    f"Server said: {exc}")
+                    f"STREAMMOE_REDIS__PASSWORD (and STREAMMOE_REDIS__USERNAME for an ACL user) or put them "
+                    f"in the URL (redis://[USER]:PASSWORD@host:port/0). Server said: {exc}")
         return f"Redis at {self.target} rejected the credentials (wrong username/password): {exc}"
 
     def key(self, name: str) -> str:

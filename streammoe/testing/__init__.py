@@ -6,6 +6,7 @@ same real software instead of mocks.  Nothing here is needed in production.
 from .services import (
     TEST_CONSUMER_CONFIG,
     RedisServer,
+    RedisUser,
     ServiceError,
     TansuBroker,
     create_topics,
@@ -14,9 +15,12 @@ from .services import (
     free_port,
     produce_values,
     read_topic,
+    redis_supports_tls,
 )
+from .tls import TLSFiles, make_tls_files
 
 __all__ = [
-    "TEST_CONSUMER_CONFIG", "RedisServer", "ServiceError", "TansuBroker", "create_topics",
+    "TEST_CONSUMER_CONFIG", "RedisServer", "RedisUser", "ServiceError", "TLSFiles", "make_tls_files",
+    "redis_supports_tls", "TansuBroker", "create_topics",
     "find_redis_server", "find_tansu", "free_port", "produce_values", "read_topic",
 ]

