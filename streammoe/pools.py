@@ -56,6 +56,21 @@ class ListPool:
     def learn(self, e: int, x: np.ndarray, y: int) -> None:
         self.experts[e].learn(x, y)
 
+    def windowed(self) -> bool:
+        """Whether :meth:`run_window` can run this pool (every expert is neural)."""
+        from .experts.neural_window import windowed
+
+        return windowed(self.experts)
+
+    def run_window(self, W: np.ndarray, X: np.ndarray, Y: np.ndarray, top_k: int, combine: str, n_classes: int):
+        """A data-mode router window through neural experts, compiled per expert
+        (:mod:`streammoe.experts.neural_window`); equal to the per-event calls, bit for bit."""
+        from .experts.neural_window import run_window
+
+        if not self.windowed():
+            raise ValueError(f"run_window needs a pool of neural experts, got kinds {[x.kind for x in self.experts]}")
+        return run_window(self.experts, W, X, Y, top_k, combine, n_classes)
+
     def add_expert(self, spec: dict | str | None = None) -> int:
         spec = normalise_spec(spec if spec is not None else self.config.get("default_spec", "tree"))
         c = self.config
@@ -139,6 +154,9 @@ class ArrayTreePool:
             return
         self._fit(x.shape[0], 2 if self.config["binary"] else y + 1)
         self.trees.learn(e, x, y)
+
+    def windowed(self) -> bool:
+        return True
 
     def run_window(self, W: np.ndarray, X: np.ndarray, Y: np.ndarray, top_k: int, combine: str, n_classes: int):
         """One compiled pass over a window of events (see :func:`~streammoe.experts.fast_loop.run_window`)."""
