@@ -385,8 +385,8 @@ class DriftMoE(base.MiniBatchClassifier):
 
         Returns ``(proba dict, answering expert)`` per event, or ``(predicted label, expert)`` with
         ``proba=False`` (cheaper: no dict per event).  Results equal a loop of
-        ``predict_proba_one`` / ``learn_one``; the array engine runs it through its compiled
-        windowed path.  Raises ``ValueError`` (naming the event index and feature) before
+        ``predict_proba_one`` / ``learn_one``; the array engine and pools of neural experts run it
+        through their compiled windowed path (one call per router window).  Raises ``ValueError`` (naming the event index and feature) before
         learning anything if an event is invalid.
         """
         labels = []

@@ -3,7 +3,9 @@
 ``ListPool`` holds independent :class:`~streammoe.experts.base.Expert` objects (river trees,
 neural experts, a mix), built from JSON specs by :mod:`streammoe.experts.registry`.  The array
 engine (``engine='numba'``) plugs in a pool with the same methods whose trees live in shared
-arrays and whose windowed loop runs compiled.
+arrays and whose windowed loop runs compiled.  A list pool of neural experts only also has a
+compiled windowed loop (:mod:`streammoe.experts.neural_window`); ``windowed()`` says whether
+a pool's ``run_window`` may be used.
 """
 from __future__ import annotations
 
@@ -29,6 +31,9 @@ class ExpertPool(Protocol):
     def meta(self) -> dict: ...
     def part(self, e: int) -> bytes: ...
     def to_parts(self) -> dict[str, bytes]: ...
+    def windowed(self) -> bool: ...
+    def run_window(self, W: np.ndarray, X: np.ndarray, Y: np.ndarray, top_k: int, combine: str,
+                   n_classes: int): ...
 
 
 class ListPool:
