@@ -170,3 +170,23 @@ def test_neural_pool_memory_stays_within_its_budget_across_drifts():
     assert sum(e.n_drifts for e in m._pool.experts) >= 3  # several drifts happened
     # after the pool has filled its unit budget, the state does not keep growing
     assert max(sizes) <= 1.25 * sizes[len(sizes) // 4]
+
+
+def test_drift_aware_neural_pool_memory_is_bounded_by_its_budget():
+    """With the drift-aware pool, drifting experts are frozen and replaced; the budget bounds how many
+    experts exist and max_units bounds each one, so the experts' bytes are bounded by their product."""
+    xs, ys = events("led_a", 6000, seed=8)
+    spec = dict(EAGER, max_units=6, units=4, grow=2)
+    budget = 5
+    m = DriftMoE(seed=5, engine="river", experts=[dict(spec) for _ in range(3)], top_k=1, hidden=16,
+                 adaptive={"budget": budget, "grace": 100, "delta": 0.05})
+    for s in range(0, len(xs), 500):
+        m.predict_learn_many(xs[s:s + 500], ys[s:s + 500])
+        experts = m._pool.experts
+        assert len(experts) <= budget
+        assert sum(e.nbytes() for e in experts) <= budget * _adapter_bytes_bound(experts[0], 24, 10)
+        saved = [b for k, b in m.state_parts().items() if k.startswith("expert/")]
+        assert len(saved) <= budget  # saved parts: the arrays plus their headers, counters and ADWIN
+        assert max(len(b) for b in saved) <= 1.5 * _adapter_bytes_bound(experts[0], 24, 10)
+    log = m.drift_log
+    assert any(e["action"] == "prune" for e in log)  # the budget was reached and enforced
