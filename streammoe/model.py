@@ -27,7 +27,7 @@ from river import base
 
 from . import __version__
 from .features import FeatureSpace, LabelSpace, check_features, normalise_label
-from .pools import ExpertPool, make_pool, pool_from_parts
+from .pools import ArrayTreePool, ExpertPool, make_pool, pool_from_parts
 from .routers.mlp import MLPRouter, softmax
 from .state.codec import pack_arrays, pack_json, unpack_arrays, unpack_json
 
@@ -239,7 +239,7 @@ class DriftMoE(base.MiniBatchClassifier):
             mine = np.array([self._pool.predict(e, xv, 2)[1] for e in range(self._pool.n)])
             p = w * mine
             return (p / p.sum() if p.sum() > 0 else w.copy()), top1
-        if hasattr(self._pool, "run_window"):  # the compiled path answers, so batches match bit for bit
+        if isinstance(self._pool, ArrayTreePool):  # the compiled path answers, so batches match bit for bit
             p = self._pool.run_window(w[None, :], xv[None, :], np.full(1, -1, dtype=np.int64), self.top_k,
                                       self.combine, C).proba[0]
             return (p if p.sum() > 0 else self._prior()), top1
@@ -385,8 +385,8 @@ class DriftMoE(base.MiniBatchClassifier):
 
         Returns ``(proba dict, answering expert)`` per event, or ``(predicted label, expert)`` with
         ``proba=False`` (cheaper: no dict per event).  Results equal a loop of
-        ``predict_proba_one`` / ``learn_one``; the array engine runs it through its compiled
-        windowed path.  Raises ``ValueError`` (naming the event index and feature) before
+        ``predict_proba_one`` / ``learn_one``; the array engine and pools of neural experts run it
+        through their compiled windowed path (one call per router window).  Raises ``ValueError`` (naming the event index and feature) before
         learning anything if an event is invalid.
         """
         labels = []
@@ -399,7 +399,7 @@ class DriftMoE(base.MiniBatchClassifier):
                 labels.append(y)
             except ValueError as exc:
                 raise ValueError(f"event {i}: {exc}") from None
-        if self.mode != "data" or self._policy is not None or not hasattr(self._pool, "run_window"):
+        if self.mode != "data" or self._policy is not None or not self._pool.windowed():
             return [self._predict_learn_one(x, y, proba) for x, y in zip(xs, labels)]
         out: list = []
         i, n = 0, len(xs)

@@ -3,7 +3,9 @@
 ``ListPool`` holds independent :class:`~streammoe.experts.base.Expert` objects (river trees,
 neural experts, a mix), built from JSON specs by :mod:`streammoe.experts.registry`.  The array
 engine (``engine='numba'``) plugs in a pool with the same methods whose trees live in shared
-arrays and whose windowed loop runs compiled.
+arrays and whose windowed loop runs compiled.  A list pool of neural experts only also has a
+compiled windowed loop (:mod:`streammoe.experts.neural_window`); ``windowed()`` says whether
+a pool's ``run_window`` may be used.
 """
 from __future__ import annotations
 
@@ -29,6 +31,9 @@ class ExpertPool(Protocol):
     def meta(self) -> dict: ...
     def part(self, e: int) -> bytes: ...
     def to_parts(self) -> dict[str, bytes]: ...
+    def windowed(self) -> bool: ...
+    def run_window(self, W: np.ndarray, X: np.ndarray, Y: np.ndarray, top_k: int, combine: str,
+                   n_classes: int): ...
 
 
 class ListPool:
@@ -55,6 +60,21 @@ class ListPool:
 
     def learn(self, e: int, x: np.ndarray, y: int) -> None:
         self.experts[e].learn(x, y)
+
+    def windowed(self) -> bool:
+        """Whether :meth:`run_window` can run this pool (every expert is neural)."""
+        from .experts.neural_window import windowed
+
+        return windowed(self.experts)
+
+    def run_window(self, W: np.ndarray, X: np.ndarray, Y: np.ndarray, top_k: int, combine: str, n_classes: int):
+        """A data-mode router window through neural experts, compiled per expert
+        (:mod:`streammoe.experts.neural_window`); equal to the per-event calls, bit for bit."""
+        from .experts.neural_window import run_window
+
+        if not self.windowed():
+            raise ValueError(f"run_window needs a pool of neural experts, got kinds {[x.kind for x in self.experts]}")
+        return run_window(self.experts, W, X, Y, top_k, combine, n_classes)
 
     def add_expert(self, spec: dict | str | None = None) -> int:
         spec = normalise_spec(spec if spec is not None else self.config.get("default_spec", "tree"))
@@ -139,6 +159,9 @@ class ArrayTreePool:
             return
         self._fit(x.shape[0], 2 if self.config["binary"] else y + 1)
         self.trees.learn(e, x, y)
+
+    def windowed(self) -> bool:
+        return True
 
     def run_window(self, W: np.ndarray, X: np.ndarray, Y: np.ndarray, top_k: int, combine: str, n_classes: int):
         """One compiled pass over a window of events (see :func:`~streammoe.experts.fast_loop.run_window`)."""

@@ -5,7 +5,9 @@ variants all need the same handful of configurations spelled the same way.  Each
 returns a fresh, unfitted :class:`~streammoe.model.DriftMoE`; ``overrides`` replace any of its
 constructor parameters (e.g. ``engine='numba'``, ``window=128``), and an ``adaptive`` or
 ``experts`` override replaces the preset's value as a whole.  Presets with neural experts use
-``engine='river'`` (the list pool; the compiled engine holds plain trees only).
+``engine='river'`` (the list pool; the compiled tree engine holds plain trees only); a pool of
+neural experts alone (``driftmoe-neural``) still runs each router window compiled, one pass per
+expert (:mod:`streammoe.experts.neural_window`), with the per-event path's results.
 
 * ``driftmoe-data``     the reference DriftMoE (data mode, 12 Hoeffding trees, top-3 learn);
 * ``driftmoe-task``     the reference task mode (one-vs-rest tree per class);

@@ -115,3 +115,62 @@ def observe(x, mean, m2, count, inv_std):
         mean[j] += delta / count[j]
         m2[j] += delta * (x[j] - mean[j])
         inv_std[j] = 1.0 / np.sqrt(m2[j] / count[j] + 1e-6)
+
+
+#: why :func:`expert_events` returned (see :mod:`.neural_window`)
+STOP_END, STOP_STEP, STOP_GROW = 0, 1, 2
+
+
+@njit(cache=True)
+def expert_events(X, Y, learn, start, stop, nf, has_steps, observe_base, mean, m2, count, inv_std, clip,
+                  W1, b1, Wo, bo, A, B, frozen, top_k, block, usage, age, keep, add, buf, buf_n, batch,
+                  P, errs, err_at, logits, mask, proba):
+    """One neural expert over events ``start..stop-1`` of a router window: the common path of
+    ``AdapterMixtureExpert.predict_proba`` followed, where ``learn[i]``, by ``learn``.
+
+    Per event: the prediction (``P[i, :C]``, zeros before the first Adam step) from
+    :func:`forward_rows` and :func:`softmax_row`, the very calls of the per-event path; for a
+    learned event, its 0/1 error (recorded in ``errs`` / ``err_at`` for the drift detector, which
+    the caller feeds afterwards), the units' decayed activation rates, the standardiser update, the
+    units' ages and the micro-batch buffer.  Returns ``(next event, reason, buffered, errors)``:
+    it stops after a learned event that fills the buffer (an Adam step is due, ``STOP_STEP``) and
+    before a learned event that would grow the expert's features or classes (``STOP_GROW``); both
+    are handled by the expert's own Python methods.
+    """
+    n_err = 0
+    C = logits.shape[1]
+    U = mask.shape[1]
+    for i in range(start, stop):
+        if learn[i] and (X.shape[1] > nf or Y[i] >= C):
+            return i, STOP_GROW, buf_n, n_err
+        if has_steps:
+            forward_rows(X[i:i + 1, :nf], mean, inv_std, clip, W1, b1, Wo, bo, A, B, frozen, top_k, block,
+                         logits, mask)
+            softmax_row(logits[0], proba)
+            for c in range(C):
+                P[i, c] = proba[c]
+        if not learn[i]:
+            continue
+        if has_steps:
+            best = 0
+            for c in range(1, C):
+                if proba[c] > proba[best]:
+                    best = c
+            errs[n_err] = 1.0 if best != Y[i] else 0.0
+            err_at[n_err] = i
+            n_err += 1
+            for u in range(U):
+                usage[u] *= keep
+            for u in range(U):
+                if mask[0, u]:
+                    usage[u] += add
+        if observe_base:
+            observe(X[i], mean, m2, count, inv_std)
+        for u in range(age.shape[0]):
+            age[u] += 1
+        for j in range(X.shape[1]):
+            buf[buf_n, j] = X[i, j]
+        buf_n += 1
+        if buf_n >= batch:
+            return i + 1, STOP_STEP, buf_n, n_err
+    return stop, STOP_END, buf_n, n_err
