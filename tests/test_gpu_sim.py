@@ -113,7 +113,52 @@ def check_keyed() -> dict:
     return out
 
 
-CHECKS = {"tree_kernel": check_tree_kernel, "keyed": check_keyed}
+def check_keyed_state() -> dict:
+    """A simulated-CUDA keyed model saved mid-stream, loaded (on the device and on the CPU) and
+    continued, with a key added after the load, against the uninterrupted device run."""
+    from streammoe.gpu import KeyedDriftMoE
+    from streammoe.state.codec import state_digest
+
+    rng = np.random.default_rng(2)
+    K, d, c, n, cut = 3, 3, 3, 200, 100
+    keys = np.concatenate([rng.integers(0, K - 1, cut), rng.integers(0, K, n - cut)])
+    X = rng.uniform(0.0, 10.0, size=(n, d))
+    Y = (np.digitize(X[:, 0], [3.3, 6.6]) + keys) % c
+    Y[rng.random(n) < 0.1] = -1
+    kw = dict(n_experts=4, top_k=2, hidden=4, window=16, grace_period=5, delta=0.05, seed=3, device="cuda")
+    whole = KeyedDriftMoE(K, d, c, **kw)
+    ref = [whole.learn_predict_window(keys[s:s + 50], X[s:s + 50], Y[s:s + 50]) for s in range(0, n, 50)]
+    first = KeyedDriftMoE(K - 1, d, c, **kw)
+    for s in range(0, cut, 50):
+        first.learn_predict_window(keys[s:s + 50], X[s:s + 50], Y[s:s + 50])
+    parts = first.state_parts()
+    out = {"mismatch": [], "mid_window": bool((first._win_n > 0).any())}
+    for dev in ("cuda", "cpu"):
+        m = KeyedDriftMoE.from_parts(parts, device=dev)
+        out[f"{dev}_device"] = m.device
+        m.add_keys(1)
+        for i, s in enumerate(range(cut, n, 50)):
+            r = m.learn_predict_window(keys[s:s + 50], X[s:s + 50], Y[s:s + 50])
+            for field in ("y_pred", "proba", "expert"):
+                if not np.array_equal(getattr(r, field), getattr(ref[cut // 50 + i], field)):
+                    out["mismatch"].append(f"{dev} {field}")
+        got, want = m.state_parts(), whole.state_parts()
+        if dev == "cpu":  # the meta part names the device; everything else must match
+            got["meta"], want["meta"] = (_without_device(p["meta"]) for p in (got, want))
+        if state_digest(got) != state_digest(want):
+            out["mismatch"].append(f"{dev} digest")
+    return out
+
+
+def _without_device(meta: bytes) -> bytes:
+    from streammoe.state.codec import pack_json, unpack_json
+
+    m = unpack_json(meta)
+    del m["params"]["device"]
+    return pack_json(m)
+
+
+CHECKS = {"tree_kernel": check_tree_kernel, "keyed": check_keyed, "keyed_state": check_keyed_state}
 
 
 # ----------------------------------------------------------------------------- the tests
@@ -141,6 +186,13 @@ def test_simulated_cuda_keyed_model_equals_cpu(simulated):
     assert out["device"] == "cuda"
     assert out["mismatch"] == []
     assert out["router_steps"] >= 10 and out["nodes"] > 12
+
+
+def test_simulated_cuda_keyed_model_saved_and_loaded_continues_bit_identically(simulated):
+    out = simulated["keyed_state"]
+    assert out["cuda_device"] == "cuda" and out["cpu_device"] == "cpu"
+    assert out["mid_window"]
+    assert out["mismatch"] == []
 
 
 if __name__ == "__main__":

@@ -241,3 +241,96 @@ def test_device_resolution():
     with pytest.warns(CudaUnavailableWarning):
         km = KeyedDriftMoE(1, D, C, device="cuda", **KW)
     assert km.device == "cpu"
+
+
+# ----------------------------------------------------------------------------- save / load
+def window_rows(m: KeyedDriftMoE):
+    """The filled rows of every key's window buffer (the rest is never read)."""
+    filled = np.arange(m.window) < m._win_n[:, None]
+    return m._win_x[filled], m._win_m[filled]
+
+
+@pytest.mark.parametrize("combine, n_classes", [("top1", C), ("mixture", None)])
+def test_saved_and_loaded_mid_stream_continues_bit_identically(tmp_path, combine, n_classes):
+    from streammoe.state.codec import state_digest
+
+    keys, X, Y = keyed_stream(5, 1100)
+    late = keys == K - 1  # the last key only appears after the load
+    order = np.concatenate([np.nonzero(~late)[0][:500], np.nonzero(~late)[0][500:], np.nonzero(late)[0]])
+    keys, X, Y = keys[order], X[order], Y[order]
+    whole = KeyedDriftMoE(K, D, n_classes, combine=combine, seed=9, **KW)
+    r_whole = run_keyed(whole, keys, X, Y, chunk=130)
+    first = KeyedDriftMoE(K - 1, D, n_classes, combine=combine, seed=9, **KW)
+    run_keyed(first, keys[:500], X[:500], Y[:500], chunk=130)
+    assert (first._win_n > 0).any() and (first.router_steps > 0).all()  # saved mid-window, after training
+    first.save(tmp_path)
+    loaded = KeyedDriftMoE.load(tmp_path)
+    assert state_digest(loaded.state_parts()) == state_digest(first.state_parts())
+    assert loaded.add_keys(1) == K - 1
+    r_rest = run_keyed(loaded, keys[500:], X[500:], Y[500:], chunk=130)
+    for a, b in zip(r_whole, r_rest):
+        assert np.array_equal(a[500:], b)
+    assert state_digest(loaded.state_parts()) == state_digest(whole.state_parts())
+    assert (loaded.router_steps[K - 1] > 0) and loaded.n_classes == C
+    for a, b in zip(window_rows(loaded), window_rows(whole)):
+        assert np.array_equal(a, b)
+    for name in ("class_counts", "n_learned", "router_steps", "usage", "_win_n"):
+        assert np.array_equal(getattr(loaded, name), getattr(whole, name)), name
+
+
+def test_state_parts_are_plain_and_loading_keeps_the_parameters():
+    keys, X, Y = keyed_stream(6, 200)
+    km = KeyedDriftMoE(K, D, None, combine="mixture", seed=4, tree_options=dict(max_nodes=63), **KW)
+    km.learn_predict_window(keys, X, Y)
+    parts = km.state_parts()
+    assert sorted(parts) == sorted(["meta", "stats", "window", "trees"] + [f"router/{k}" for k in range(K)])
+    assert all(b"pickle" not in v for v in parts.values())
+    back = KeyedDriftMoE.from_parts(parts)
+    for name in ("n_keys", "n_features", "n_classes", "n_experts", "top_k", "hidden", "lr", "window",
+                 "temperature", "seed", "combine", "fixed_classes", "device", "router_device"):
+        assert getattr(back, name) == getattr(km, name), name
+    assert back.pool.max_nodes == 63 and back.pool.grace_period == km.pool.grace_period
+    assert back.state_parts() == parts
+
+
+def _corrupt(parts: dict, name: str, blob: bytes | None) -> dict:
+    out = dict(parts)
+    if blob is None:
+        del out[name]
+    else:
+        out[name] = blob
+    return out
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda p: _corrupt(p, "meta", b'{"format": "streammoe/driftmoe@1"}'), "not a KeyedDriftMoE state"),
+    (lambda p: _corrupt(p, "meta", b"\x00\x01garbage"), "not a valid JSON blob"),
+    (lambda p: _corrupt(p, "meta", None), "lacks its 'meta' part"),
+    (lambda p: _corrupt(p, "router/2", None), "lacks its 'router/2' part"),
+    (lambda p: _corrupt(p, "stats", p["stats"][: len(p["stats"]) // 2]), "not a valid array blob"),
+    (lambda p: _corrupt(p, "trees", p["trees"][:-40]), "not a valid array blob"),
+    (lambda p: _corrupt(p, "router/1", p["router/1"][:100]), "not a valid array blob"),
+    (lambda p: _corrupt(p, "router/0", p["stats"]), "router/0 part is not a router state"),
+    (lambda p: _corrupt(p, "window", p["stats"]), "window part: array 'X'"),
+    (lambda p: _corrupt(p, "trees", p["window"]), "trees part"),
+])
+def test_bad_or_foreign_state_is_a_clear_value_error(change, message):
+    from streammoe.state.codec import StateFormatError
+
+    keys, X, Y = keyed_stream(7, 150)
+    km = KeyedDriftMoE(K, D, C, **KW)
+    km.learn_predict_window(keys, X, Y)
+    with pytest.raises(StateFormatError, match=message):
+        KeyedDriftMoE.from_parts(change(km.state_parts()))
+    assert issubclass(StateFormatError, ValueError)
+
+
+def test_a_driftmoe_save_is_refused_as_foreign(tmp_path):
+    pytest.importorskip("river")
+    from streammoe import DriftMoE
+
+    m = DriftMoE(engine="numba", **KW)
+    m.learn_one({"a": 1.0}, 0)
+    m.save(tmp_path)
+    with pytest.raises(ValueError, match="not a KeyedDriftMoE state"):
+        KeyedDriftMoE.load(tmp_path)

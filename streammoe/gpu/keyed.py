@@ -41,6 +41,15 @@ to (not guaranteed bit-identical with) the CPU on hardware (see :mod:`streammoe.
 another order: close to, not bit-identical with, the CPU path; measured no faster at 1,000 keys,
 where each router's dropout draws and Adam step on the CPU dominate).
 Memory: all trees share the pool's node capacity, which doubles when the biggest tree needs it.
+
+State: :meth:`KeyedDriftMoE.state_parts` gives the whole model as named ``bytes`` parts in the
+no-pickle codec of :mod:`streammoe.state.codec` (``meta`` JSON with a versioned format tag,
+``stats`` and ``window`` arrays, ``trees`` — the K×E pool — and one ``router/<k>`` per key);
+:meth:`~KeyedDriftMoE.save` / :meth:`~KeyedDriftMoE.load` write and read them through a
+directory path (file store) or any state store.  A model loaded mid-stream continues
+bit-identically, keys added after the load included (their routers are seeded ``seed + k`` as
+ever); ``codec.state_digest(model.state_parts())`` is equal for equal states.  A bad, foreign or
+truncated blob is a :class:`~streammoe.state.codec.StateFormatError` (a ``ValueError``).
 """
 from __future__ import annotations
 
@@ -53,12 +62,17 @@ from numba import njit, prange
 
 from ..experts.fast_tree import TreePool
 from ..routers.mlp import MLPRouter, softmax
+from ..state.codec import StateFormatError, pack_arrays, pack_json, unpack_arrays, unpack_json
 from . import router_batch, tree_window
 from .backend import CudaUnavailableWarning, cupy_available, resolve_device
 
 __all__ = ["KeyedDriftMoE", "KeyedResult"]
 
 COMBINES = ("top1", "mixture")
+FORMAT = "streammoe/keyed-driftmoe@1"
+#: constructor parameters kept in the ``meta`` part (the pool's own options travel with its arrays)
+_PARAMS = ("n_features", "n_experts", "top_k", "hidden", "lr", "window", "temperature", "seed", "combine",
+           "device", "router_device")
 
 
 @dataclass
@@ -98,6 +112,7 @@ class KeyedDriftMoE:
         self.n_features, self.n_experts = int(n_features), int(n_experts)
         self.top_k, self.hidden, self.lr, self.window = min(int(top_k), self.n_experts), int(hidden), lr, int(window)
         self.temperature, self.seed, self.combine = float(temperature), int(seed), combine
+        self.grace_period, self.delta = grace_period, delta
         self.fixed_classes = n_classes is not None
         self.device = resolve_device(device)
         if router_device == "cuda" and not cupy_available():
@@ -229,6 +244,92 @@ class KeyedDriftMoE:
         self.router_steps[keys] += 1
         self._refresh_forward(keys)
 
+    # ------------------------------------------------------------------ state
+    def state_parts(self) -> dict[str, bytes]:
+        """Every part of the model as bytes (no pickle): ``meta``, ``stats``, ``window``,
+        ``trees`` and ``router/<k>`` per key.  Only the filled rows of each key's window are kept
+        (the rest of the buffer is never read), so equal states give equal parts."""
+        K = self.n_keys
+        meta = {"format": FORMAT, "n_keys": K, "n_classes": self.n_classes, "fixed_classes": self.fixed_classes,
+                "params": {name: getattr(self, name) for name in _PARAMS}}
+        meta["params"].update(grace_period=float(self.grace_period), delta=float(self.delta),
+                              lr=float(self.lr))
+        filled = np.arange(self.window) < self._win_n[:, None]
+        parts = {
+            "meta": pack_json(meta),
+            "stats": pack_arrays({"class_counts": self.class_counts, "n_learned": self.n_learned,
+                                  "router_steps": self.router_steps, "usage": self.usage, "win_n": self._win_n}),
+            "window": pack_arrays({"X": self._win_x[filled], "M": self._win_m[filled]}),
+            "trees": pack_arrays(self.pool.to_arrays()),
+        }
+        parts.update({f"router/{k}": r.to_state() for k, r in enumerate(self.routers)})
+        return parts
+
+    @classmethod
+    def from_parts(cls, parts, *, device: str | None = None,
+                   router_device: str | None = None) -> "KeyedDriftMoE":
+        """Rebuild a model from :meth:`state_parts`; it continues exactly where it stopped.
+
+        ``device`` / ``router_device`` override the saved choices (e.g. load a GPU model on a
+        machine without one)."""
+        meta = unpack_json(_part(parts, "meta"))
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+            found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+            raise StateFormatError(f"not a KeyedDriftMoE state (format {found!r}, expected {FORMAT!r})")
+        try:
+            params = dict(meta["params"])
+            K, C = int(meta["n_keys"]), int(meta["n_classes"])
+            fixed = bool(meta["fixed_classes"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise StateFormatError(f"KeyedDriftMoE meta part is malformed: {exc!r}") from exc
+        if device is not None:
+            params["device"] = device
+        if router_device is not None:
+            params["router_device"] = router_device
+        model = cls(1, n_classes=C if fixed else None, **params)
+        E, d, w = model.n_experts, model.n_features, model.window
+        stats, win = unpack_arrays(_part(parts, "stats")), unpack_arrays(_part(parts, "window"))
+        _expect(stats, "stats", {"class_counts": ((K, C), "f"), "n_learned": ((K,), "i"),
+                                 "router_steps": ((K,), "i"), "usage": ((K, E), "i"), "win_n": ((K,), "i")})
+        win_n = stats["win_n"].astype(np.int64)
+        if ((win_n < 0) | (win_n >= w)).any():
+            raise StateFormatError(f"stats part: window fill counts outside [0, {w})")
+        n = int(win_n.sum())
+        _expect(win, "window", {"X": ((n, d), "f"), "M": ((n, E), "f")})
+        try:
+            pool = TreePool.from_arrays(unpack_arrays(_part(parts, "trees")))
+        except StateFormatError:
+            raise
+        except ValueError as exc:
+            raise StateFormatError(f"trees part: {exc}") from exc
+        if (pool.n_trees, pool.n_features, pool.n_classes) != (K * E, d, C):
+            raise StateFormatError(f"trees part holds {pool.n_trees} trees of {pool.n_features} features and "
+                                   f"{pool.n_classes} classes, expected {K * E}, {d} and {C}")
+        routers = [_router(parts, k, d, E, model.hidden) for k in range(K)]
+        model._pool, model.routers = pool, routers
+        model.class_counts = stats["class_counts"].astype(np.float64)
+        model.n_learned, model.router_steps = stats["n_learned"].astype(np.int64), stats["router_steps"].astype(np.int64)
+        model.usage, model._win_n = stats["usage"].astype(np.int64), win_n
+        filled = np.arange(w) < win_n[:, None]
+        model._win_x, model._win_m = np.zeros((K, w, d)), np.zeros((K, w, E))
+        model._win_x[filled], model._win_m[filled] = win["X"], win["M"]
+        model._fw = model._drouters = None
+        if model._dpool is not None:
+            from .cuda_trees import DevicePool
+
+            model._dpool = DevicePool(pool)
+        return model
+
+    def save(self, target, name: str = "model") -> None:
+        """Save to a directory path (file store) or any :class:`~streammoe.state.StateStore`."""
+        _as_store(target).write(name, self.state_parts())
+
+    @classmethod
+    def load(cls, source, name: str = "model", *, device: str | None = None,
+             router_device: str | None = None) -> "KeyedDriftMoE":
+        """Load what :meth:`save` wrote (see :meth:`from_parts` for the overrides)."""
+        return cls.from_parts(_as_store(source).read(name), device=device, router_device=router_device)
+
     # ------------------------------------------------------------------ validation
     def _check(self, keys, X, y):
         keys = np.asarray(keys)
@@ -344,6 +445,43 @@ class KeyedDriftMoE:
                 tm["train"] += t1 - t0
                 t0 = t1
             cur = seg_end
+
+
+def _as_store(target):
+    import os
+
+    from ..state.file import FileStore
+
+    return FileStore(target) if isinstance(target, (str, os.PathLike)) else target
+
+
+def _part(parts, name: str) -> bytes:
+    if name not in parts:
+        raise StateFormatError(f"KeyedDriftMoE state lacks its {name!r} part")
+    return parts[name]
+
+
+def _expect(arrays: dict, part: str, shapes: dict) -> None:
+    """Each named array exists with the expected shape and kind (``'i'`` int, ``'f'`` float)."""
+    for name, (shape, kind) in shapes.items():
+        arr = arrays.get(name)
+        if arr is None or arr.shape != shape or arr.dtype.kind not in ("iu" if kind == "i" else "f"):
+            got = "missing" if arr is None else f"{arr.shape} {arr.dtype}"
+            raise StateFormatError(f"{part} part: array {name!r} should be {shape} ({kind}), got {got}")
+
+
+def _router(parts, k: int, d: int, E: int, hidden: int) -> MLPRouter:
+    name = f"router/{k}"
+    try:
+        r = MLPRouter.from_state(_part(parts, name))
+        ok = r.params["W1"].shape == (hidden, d) and r.params["W3"].shape[0] == E
+    except StateFormatError:
+        raise
+    except (KeyError, ValueError, IndexError, TypeError) as exc:
+        raise StateFormatError(f"{name} part is not a router state: {exc!r}") from exc
+    if not ok:
+        raise StateFormatError(f"{name} part: router shape does not match {d} features, {E} experts")
+    return r
 
 
 @njit(parallel=True, cache=True, nogil=True)
