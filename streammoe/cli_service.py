@@ -238,25 +238,13 @@ def generate(
 
 
 def _create_topics(settings: Any, partitions: int) -> None:
-    from kafka import KafkaAdminClient
-    from kafka.admin import NewTopic
-    from kafka.errors import TopicAlreadyExistsError
+    from .service.topics import create_missing_topics
 
     k = settings.kafka
     wanted = {k.input_topic: partitions, k.predictions_topic: 1, k.deadletter_topic: 1}
     if k.labels_topic:
         wanted[k.labels_topic] = partitions
-    admin = KafkaAdminClient(**k.common_kwargs())
-    try:
-        existing = set(admin.list_topics())
-        for name, n in wanted.items():
-            if name not in existing:
-                try:
-                    admin.create_topics([NewTopic(name, num_partitions=n, replication_factor=1)])
-                except TopicAlreadyExistsError:
-                    pass
-    finally:
-        admin.close()
+    create_missing_topics(wanted, **k.common_kwargs())
 
 
 def inspect(

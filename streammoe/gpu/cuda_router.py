@@ -24,41 +24,36 @@ from .cuda_trees import _jit_options, _no_fma
 __all__ = ["DeviceRouters"]
 
 
+@cuda.jit(device=True, **_jit_options())
+def _unit(WT, b, key, src, i, j):  # pragma: no cover
+    """Unit ``j`` of row ``i`` of one layer: its bias, then ``w * a`` input by input in order,
+    skipping zero inputs (the order of :func:`streammoe.routers.mlp._forward`)."""
+    acc = b[key, j]
+    for k in range(src.shape[1]):
+        a = src[i, k]
+        if a != 0.0:
+            acc += WT[key, k, j] * a
+    return acc
+
+
 @cuda.jit(**_jit_options())
 def _forward_kernel(W1T, b1, W2T, b2, W3T, b3, rowkey, X, H1, H2, out, rows_per_block):  # pragma: no cover
     j = cuda.threadIdx.x
-    h1n = b1.shape[1]
-    h2n = b2.shape[1]
     first = cuda.blockIdx.x * rows_per_block
     for i in range(first, min(first + rows_per_block, X.shape[0])):
         key = rowkey[i]
-        if j < h1n:
-            acc = b1[key, j]
-            for k in range(X.shape[1]):
-                a = X[i, k]
-                if a != 0.0:
-                    acc += W1T[key, k, j] * a
-            H1[i, j] = acc
+        if j < H1.shape[1]:
+            H1[i, j] = _unit(W1T, b1, key, X, i, j)
             if H1[i, j] < 0.0:
                 H1[i, j] = 0.0
         cuda.syncthreads()
-        if j < h2n:
-            acc = b2[key, j]
-            for k in range(h1n):
-                a = H1[i, k]
-                if a != 0.0:
-                    acc += W2T[key, k, j] * a
-            H2[i, j] = acc
+        if j < H2.shape[1]:
+            H2[i, j] = _unit(W2T, b2, key, H1, i, j)
             if H2[i, j] < 0.0:
                 H2[i, j] = 0.0
         cuda.syncthreads()
-        if j < b3.shape[1]:
-            acc = b3[key, j]
-            for k in range(h2n):
-                a = H2[i, k]
-                if a != 0.0:
-                    acc += W3T[key, k, j] * a
-            out[i, j] = acc
+        if j < out.shape[1]:
+            out[i, j] = _unit(W3T, b3, key, H2, i, j)
 
 
 class DeviceRouters:

@@ -91,7 +91,26 @@ class CommitResult:
 # --- Lua -------------------------------------------------------------------------------
 # All scripts take the model's keys in KEYS (same hash slot) and only touch those keys.
 
-_COMMIT_LUA = """
+# Shared by the commit and pending-put scripts: when the pending set (hash + its by-time
+# sorted set) holds more than ``pmax`` entries (0 = no bound), drop the oldest and append
+# their ids to ``out``, which the script returns so the caller can count the evictions.
+_EVICT_OLDEST_LUA = """
+local function evict_oldest(hash, zset, pmax, out)
+  if pmax > 0 then
+    local excess = redis.call('ZCARD', zset) - pmax
+    if excess > 0 then
+      local popped = redis.call('ZPOPMIN', zset, excess)
+      for j = 1, #popped, 2 do
+        redis.call('HDEL', hash, popped[j])
+        out[#out + 1] = popped[j]
+      end
+    end
+  end
+  return out
+end
+"""
+
+_COMMIT_LUA = _EVICT_OLDEST_LUA + """
 local stored = tonumber(redis.call('HGET', KEYS[1], 'm:epoch') or '0')
 local epoch = tonumber(ARGV[1])
 if stored > epoch then
@@ -121,18 +140,7 @@ for _ = 1, n_padd do
   redis.call('ZADD', KEYS[3], ARGV[i + 1], ARGV[i])
   i = i + 3
 end
-local out = {1, epoch}
-if pmax > 0 then
-  local excess = redis.call('ZCARD', KEYS[3]) - pmax
-  if excess > 0 then
-    local popped = redis.call('ZPOPMIN', KEYS[3], excess)
-    for j = 1, #popped, 2 do
-      redis.call('HDEL', KEYS[2], popped[j])
-      out[#out + 1] = popped[j]
-    end
-  end
-end
-return out
+return evict_oldest(KEYS[2], KEYS[3], pmax, {1, epoch})
 """
 
 _WRITE_LUA = """
@@ -151,22 +159,10 @@ redis.call('HSET', KEYS[1], 'm:ts', ARGV[2])
 return 1
 """
 
-_PENDING_PUT_LUA = """
+_PENDING_PUT_LUA = _EVICT_OLDEST_LUA + """
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
-local out = {}
-local pmax = tonumber(ARGV[4])
-if pmax > 0 then
-  local excess = redis.call('ZCARD', KEYS[2]) - pmax
-  if excess > 0 then
-    local popped = redis.call('ZPOPMIN', KEYS[2], excess)
-    for j = 1, #popped, 2 do
-      redis.call('HDEL', KEYS[1], popped[j])
-      out[#out + 1] = popped[j]
-    end
-  end
-end
-return out
+return evict_oldest(KEYS[1], KEYS[2], tonumber(ARGV[4]), {})
 """
 
 _PENDING_POP_LUA = """

@@ -28,7 +28,7 @@ import time
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Literal, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Literal, Mapping, Sequence
 
 if TYPE_CHECKING:
     from .tls import TLSFiles
@@ -178,6 +178,23 @@ class _Process:
             log.close()
         atexit.register(self.stop)
 
+    def _wait_ready(self, probe: Callable[[], None], errors: type[Exception] | tuple[type[Exception], ...],
+                    timeout: float, pause: float, what: str) -> None:
+        """Call ``probe`` every ``pause`` seconds until it returns without one of ``errors``;
+        fail (quoting the log) if the process exits first or ``timeout`` seconds pass."""
+        deadline = time.monotonic() + timeout
+        last_error: Exception | None = None
+        while time.monotonic() < deadline:
+            if not self.is_running():
+                raise self._fail("exited during start-up")
+            try:
+                probe()
+                return
+            except errors as exc:
+                last_error = exc
+                time.sleep(pause)
+        raise self._fail(f"{what} within {timeout:g} s (last error: {last_error!r})")
+
     def _fail(self, what: str) -> ServiceError:
         code = self._proc.poll() if self._proc else None
         self.stop()
@@ -242,21 +259,13 @@ class TansuBroker(_Process):
         ])
         from kafka import KafkaAdminClient
 
-        deadline = time.monotonic() + timeout
-        last_error: Exception | None = None
-        while time.monotonic() < deadline:
-            if not self.is_running():
-                raise self._fail("exited during start-up")
-            try:
-                admin = KafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=2000,
-                                         client_id="streammoe-testing")
-                admin.close()
-                return self
-            except Exception as exc:  # NoBrokersAvailable / connection errors while it boots
-                last_error = exc
-                time.sleep(0.1)
-        raise self._fail(f"did not accept a Kafka admin connection within {timeout:g} s "
-                         f"(last error: {last_error!r})")
+        def connect() -> None:
+            KafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=2000,
+                             client_id="streammoe-testing").close()
+
+        # any error: NoBrokersAvailable / connection errors while it boots
+        self._wait_ready(connect, Exception, timeout, 0.1, "did not accept a Kafka admin connection")
+        return self
 
 
 class RedisServer(_Process):
@@ -363,20 +372,14 @@ class RedisServer(_Process):
         from redis.retry import Retry
 
         self._spawn(self.argv())
-        deadline = time.monotonic() + timeout
-        last_error: Exception | None = None
-        while time.monotonic() < deadline:
-            if not self.is_running():
-                raise self._fail("exited during start-up")
-            try:
-                # No retries: redis-py's default retry policy spends ~4 s per refused attempt.
-                with self.client(socket_timeout=1.0, retry=Retry(NoBackoff(), 0)) as cli:
-                    cli.ping()
-                return self
-            except redis.exceptions.ConnectionError as exc:
-                last_error = exc
-                time.sleep(0.05)
-        raise self._fail(f"did not answer PING within {timeout:g} s (last error: {last_error!r})")
+
+        def ping() -> None:
+            # No retries: redis-py's default retry policy spends ~4 s per refused attempt.
+            with self.client(socket_timeout=1.0, retry=Retry(NoBackoff(), 0)) as cli:
+                cli.ping()
+
+        self._wait_ready(ping, redis.exceptions.ConnectionError, timeout, 0.05, "did not answer PING")
+        return self
 
     def restart(self, timeout: float = 15.0) -> "RedisServer":
         """Stop and start again on the same port and directory (the AOF, if on, is replayed)."""
@@ -385,24 +388,18 @@ class RedisServer(_Process):
 
 
 def create_topics(bootstrap: str, topics: Mapping[str, int] | Iterable[str], partitions: int = 1,
-                  timeout: float = 30.0) -> None:
+                  timeout: float = 30.0, **client_kwargs: Any) -> None:
     """Create topics (``{name: n_partitions}`` or names with ``partitions`` each) and wait
-    until the broker's metadata shows every partition.  Existing topics are left alone."""
-    from kafka import KafkaAdminClient, KafkaConsumer
-    from kafka.admin import NewTopic
-    from kafka.errors import TopicAlreadyExistsError
+    until the broker's metadata shows every partition.  Existing topics are left alone.
+    ``client_kwargs`` (e.g. security arguments) go to the admin client and the metadata probe."""
+    from kafka import KafkaConsumer
+
+    from ..service.topics import create_missing_topics
 
     wanted = dict(topics) if isinstance(topics, Mapping) else {t: partitions for t in topics}
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="streammoe-testing")
-    try:
-        for name, n in wanted.items():
-            try:
-                admin.create_topics([NewTopic(name, num_partitions=n, replication_factor=1)])
-            except TopicAlreadyExistsError:
-                pass
-    finally:
-        admin.close()
-    probe = KafkaConsumer(bootstrap_servers=bootstrap, client_id="streammoe-testing")
+    kw = {"client_id": "streammoe-testing", **client_kwargs, "bootstrap_servers": bootstrap}
+    create_missing_topics(wanted, **kw)
+    probe = KafkaConsumer(**kw)
     try:
         deadline = time.monotonic() + timeout
         missing = dict(wanted)
