@@ -308,7 +308,8 @@ class KeyedDriftMoE:
         routers = [_router(parts, k, d, E, model.hidden) for k in range(K)]
         model._pool, model.routers = pool, routers
         model.class_counts = stats["class_counts"].astype(np.float64)
-        model.n_learned, model.router_steps = stats["n_learned"].astype(np.int64), stats["router_steps"].astype(np.int64)
+        model.n_learned = stats["n_learned"].astype(np.int64)
+        model.router_steps = stats["router_steps"].astype(np.int64)
         model.usage, model._win_n = stats["usage"].astype(np.int64), win_n
         filled = np.arange(w) < win_n[:, None]
         model._win_x, model._win_m = np.zeros((K, w, d)), np.zeros((K, w, E))
