@@ -26,7 +26,7 @@ import numpy as np
 from river import base
 
 from . import __version__
-from .features import FeatureSpace, LabelSpace, check_features, normalise_label
+from .features import FeatureSpace, LabelSpace, check_features, normalise_label, plain_labels, plain_matrix
 from .pools import ExpertPool, make_pool, pool_from_parts
 from .routers.mlp import MLPRouter, softmax
 from .state.codec import pack_arrays, pack_json, unpack_arrays, unpack_json
@@ -374,7 +374,7 @@ class DriftMoE(base.MiniBatchClassifier):
         self._train_router()
 
     def _train_router(self) -> None:
-        self._router.train_step(*self._window.arrays(len(self._features), self._pool.n))
+        self._router.train_step(*self._window.arrays(len(self._features), self._pool.n), want_loss=False)
         self.router_steps_ += 1
         self._window.clear()
         self._dirty.update(("router", "window"))
@@ -389,39 +389,52 @@ class DriftMoE(base.MiniBatchClassifier):
         windowed path.  Raises ``ValueError`` (naming the event index and feature) before
         learning anything if an event is invalid.
         """
-        labels = []
-        for i, (x, y) in enumerate(zip(xs, ys)):
-            try:
-                check_features(x)
-                if y is not None:
-                    y = normalise_label(y)
-                    self._labels.check(y)
-                labels.append(y)
-            except ValueError as exc:
-                raise ValueError(f"event {i}: {exc}") from None
-        if self.mode != "data" or self._policy is not None or not hasattr(self._pool, "run_window"):
+        windowed = self.mode == "data" and self._policy is None and hasattr(self._pool, "run_window")
+        # Batch fast path: plain events with exactly the known features are checked and converted in
+        # C-level passes (``R``: their feature matrix, valid for the whole batch since no feature can
+        # be added); anything else takes the per-event checks below.
+        R = plain_matrix(xs, self._features.names) if windowed and len(xs) == len(ys) else None
+        if R is not None and plain_labels(ys, self._labels):
+            labels = list(ys)
+        else:
+            R, labels = None, []
+            for i, (x, y) in enumerate(zip(xs, ys)):
+                try:
+                    check_features(x)
+                    if y is not None:
+                        y = normalise_label(y)
+                        self._labels.check(y)
+                    labels.append(y)
+                except ValueError as exc:
+                    raise ValueError(f"event {i}: {exc}") from None
+        if not windowed:
             return [self._predict_learn_one(x, y, proba) for x, y in zip(xs, labels)]
         out: list = []
         i, n = 0, len(xs)
-        grows = self._growth_flags(xs, labels)
+        grows = self._growth_flags(xs, labels, R is not None)
         while i < n:
             if grows[i] or not self._labels.classes:
                 out.append(self._predict_learn_one(xs[i], labels[i], proba))  # growth: the exact per-event path
                 i += 1
-                grows[i:] = self._growth_flags(xs[i:], labels[i:])
+                grows[i:] = self._growth_flags(xs[i:], labels[i:], R is not None)
                 continue
             room = self.window - self._window.n  # labelled events until the router's next step
             j, labelled = i, 0
             while j < n and labelled < room and not grows[j]:
                 labelled += labels[j] is not None
                 j += 1
-            out.extend(self._run_segment(xs[i:j], labels[i:j], proba))
+            out.extend(self._run_segment(xs[i:j], labels[i:j], proba, None if R is None else R[i:j]))
             i = j
         return out
 
-    def _growth_flags(self, xs: list, labels: list) -> list[bool]:
-        """Which events would add a feature or a class when learned (they take the per-event path)."""
+    def _growth_flags(self, xs: list, labels: list, known_features: bool = False) -> list[bool]:
+        """Which events would add a feature or a class when learned (they take the per-event path).
+        ``known_features``: every event is known to hold only known features (only labels can grow)."""
         known, fkeys = self._labels.index, self._features.index.keys()
+        if known_features:
+            if all(map(known.__contains__, set(labels) - {None})):
+                return [False] * len(labels)
+            return [y is not None and y not in known for y in labels]
         return [y is not None and (y not in known or not x.keys() <= fkeys) for x, y in zip(xs, labels)]
 
     def _predict_learn_one(self, x: dict, y, proba: bool = True) -> tuple[Any, int | None]:
@@ -431,10 +444,12 @@ class DriftMoE(base.MiniBatchClassifier):
             self.learn_one(x, y)
         return answer
 
-    def _run_segment(self, xs: list, ys: list, want_proba: bool = True) -> list[tuple[Any, int | None]]:
+    def _run_segment(self, xs: list, ys: list, want_proba: bool = True,
+                     R: np.ndarray | None = None) -> list[tuple[Any, int | None]]:
         """Events that add no feature or class and stay inside one router window, in one kernel call.
 
-        ``ys`` are normalised labels (or ``None``) that the model already knows.
+        ``ys`` are normalised labels (or ``None``) that the model already knows; ``R``, when given,
+        is the events' feature matrix (every feature present, see :func:`plain_matrix`).
 
         Equal, bit for bit, to the per-event path: the running means used for imputation are
         accumulated in the same order (``cumsum``), the router's forward pass is row-exact, and
@@ -443,9 +458,11 @@ class DriftMoE(base.MiniBatchClassifier):
         fs, labels = self._features, self._labels
         n, d, C = len(xs), len(fs), len(labels)
         names, nan = fs.names, np.nan
-        R = np.fromiter((x.get(k, nan) for x in xs for k in names), dtype=np.float64, count=n * d).reshape(n, d)
-        index = labels.index
-        Y = np.array([-1 if y is None else index[y] for y in ys], dtype=np.int64)
+        if R is None:
+            R = np.fromiter((x.get(k, nan) for x in xs for k in names), dtype=np.float64, count=n * d).reshape(n, d)
+        lookup = dict(labels.index)
+        lookup[None] = -1
+        Y = np.fromiter(map(lookup.__getitem__, ys), dtype=np.int64, count=n)
         lab = Y >= 0
         present = ~np.isnan(R)
         learned = present & lab[:, None]

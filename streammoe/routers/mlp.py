@@ -104,6 +104,25 @@ def _relu_dropout(a, d, h, dm):  # pragma: no cover - compiled
 
 
 @njit(cache=True, nogil=True)
+def _relu_dropout_bits(a, bits, threshold, scale, h, dm):  # pragma: no cover - compiled
+    """:func:`_relu_dropout` with the dropout mask made on the fly from the generator's 16-bit
+    uniforms (``scale`` where ``bits < threshold``, else 0: the values :meth:`MLPRouter._dropout_mask`
+    gives), so the mask array is never built."""
+    a_, h_, m_ = a.ravel(), h.ravel(), dm.ravel()
+    zero = a_.dtype.type(0.0)
+    for i in range(a_.shape[0]):
+        d = scale if bits[i] < threshold else zero
+        if a_[i] > zero:
+            m_[i] = d
+            h_[i] = a_[i] * d
+        else:
+            m_[i] = zero
+            h_[i] = a_[i] * zero
+
+
+# error_model="numpy": no Python zero-division check inside the loop, so it vectorises; the divisor
+# is always > 0 and each element gets the same IEEE operations as before.
+@njit(cache=True, nogil=True, error_model="numpy")
 def _adam(param, m, v, g, beta1, beta2, step_size, sqrt_c2, eps):  # pragma: no cover - compiled
     """torch.optim.Adam's update for one float32 tensor, fused into one pass (same operations)."""
     p_, m_, v_, g_ = param.ravel(), m.ravel(), v.ravel(), g.ravel()
@@ -204,33 +223,50 @@ class MLPRouter:
         """
         if self.dropout <= 0.0:
             return np.ones(shape, DTYPE)
+        u16, threshold, scale = self._dropout_bits(shape)
+        return ((u16 < threshold) * scale).reshape(shape)
+
+    def _dropout_bits(self, shape) -> tuple[np.ndarray, int, np.float32]:
+        """The draws behind :meth:`_dropout_mask`: 16-bit uniforms, keep threshold, scale of kept units."""
         size = int(np.prod(shape))
         raw = self.rng.bit_generator.random_raw((size + 3) // 4)
-        u16 = np.frombuffer(np.ascontiguousarray(raw, dtype="<u8").tobytes(), dtype="<u2")[:size]
+        # a view, not a copy: the same bytes as before, and a writable native array the compiled
+        # layer kernel takes without Numba's slow typing path for read-only buffers
+        u16 = np.ascontiguousarray(raw, dtype="<u8").view("<u2")[:size]
         threshold = int(round((1.0 - self.dropout) * 65536))
-        return ((u16 < threshold) * DTYPE(65536.0 / threshold)).reshape(shape)
+        return u16, threshold, DTYPE(65536.0 / threshold)
 
-    def gradients(self, X: np.ndarray, M: np.ndarray, masks=None):
+    def _train_layer(self, a: np.ndarray, mask) -> tuple[np.ndarray, np.ndarray]:
+        """Output ``h`` and derivative ``dm`` of a training layer: with the given ``mask`` (array),
+        or with one drawn now from the router's generator (``mask=None``)."""
+        h, dm = np.empty_like(a), np.empty_like(a)
+        if mask is not None:
+            _relu_dropout(a, np.ascontiguousarray(mask, dtype=DTYPE), h, dm)
+        elif self.dropout <= 0.0:
+            _relu_dropout(a, np.ones(a.shape, DTYPE), h, dm)
+        else:
+            bits, threshold, scale = self._dropout_bits(a.shape)
+            _relu_dropout_bits(a, bits, np.int64(threshold), scale, h, dm)
+        return h, dm
+
+    def gradients(self, X: np.ndarray, M: np.ndarray, masks=None, want_loss: bool = True):
         """Loss and gradients of mean BCE-with-logits(logits(X) with dropout, M).
 
         ``masks`` (two dropout masks) may be given to make the computation reproducible
-        outside the router (the torch cross-check); otherwise they are drawn from the router's RNG.
+        outside the router (the torch cross-check); otherwise they are drawn from the router's RNG
+        (both before the forward pass's products, in the same order as :meth:`_dropout_mask`).
+        ``want_loss=False`` skips the loss (``nan`` is returned): the gradients do not need it.
         """
         p = self.params
         X = np.asarray(X, dtype=DTYPE)
         M = np.asarray(M, dtype=DTYPE)
-        n = X.shape[0]
-        if masks is None:
-            masks = (self._dropout_mask((n, p["W1"].shape[0])), self._dropout_mask((n, p["W2"].shape[0])))
         a1 = X @ p["W1"].T + p["b1"]
-        h1, d1 = np.empty_like(a1), np.empty_like(a1)
-        _relu_dropout(a1, np.ascontiguousarray(masks[0], dtype=DTYPE), h1, d1)
+        h1, d1 = self._train_layer(a1, None if masks is None else masks[0])
         a2 = h1 @ p["W2"].T + p["b2"]
-        h2, d2 = np.empty_like(a2), np.empty_like(a2)
-        _relu_dropout(a2, np.ascontiguousarray(masks[1], dtype=DTYPE), h2, d2)
+        h2, d2 = self._train_layer(a2, None if masks is None else masks[1])
         z = h2 @ p["W3"].T + p["b3"]
         # BCE with logits, mean over all n*E entries (torch's default reduction)
-        loss = float(np.mean(np.maximum(z, 0) - z * M + np.log1p(np.exp(-np.abs(z)))))
+        loss = float(np.mean(np.maximum(z, 0) - z * M + np.log1p(np.exp(-np.abs(z))))) if want_loss else float("nan")
         with np.errstate(over="ignore"):  # exp(-z) = inf gives sigmoid 0, the right limit
             gz = (DTYPE(1.0) / (DTYPE(1.0) + np.exp(-z)) - M) / DTYPE(z.size)
         g = {"W3": gz.T @ h2, "b3": gz.sum(axis=0)}
@@ -242,12 +278,13 @@ class MLPRouter:
         g["W1"], g["b1"] = gh1.T @ X, gh1.sum(axis=0)
         return loss, g
 
-    def train_step(self, X: np.ndarray, M: np.ndarray) -> float:
-        """One Adam step on the window ``(X, M)``; returns the loss before the step."""
+    def train_step(self, X: np.ndarray, M: np.ndarray, want_loss: bool = True) -> float:
+        """One Adam step on the window ``(X, M)``; returns the loss before the step (``nan`` when
+        ``want_loss`` is false: the stream loop does not read it)."""
         if len(X) == 0:
             return 0.0
         with _BLAS.limit(limits=1, user_api="blas"):
-            loss, grads = self.gradients(X, M)
+            loss, grads = self.gradients(X, M, want_loss=want_loss)
             self.apply_gradients(grads)
         return loss
 
