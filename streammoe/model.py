@@ -458,45 +458,56 @@ class DriftMoE(base.MiniBatchClassifier):
         fs, labels = self._features, self._labels
         n, d, C = len(xs), len(fs), len(labels)
         names, nan = fs.names, np.nan
-        if R is None:
+        R_given = R is not None
+        if not R_given:
             R = np.fromiter((x.get(k, nan) for x in xs for k in names), dtype=np.float64, count=n * d).reshape(n, d)
         lookup = dict(labels.index)
         lookup[None] = -1
         Y = np.fromiter(map(lookup.__getitem__, ys), dtype=np.int64, count=n)
         lab = Y >= 0
-        present = ~np.isnan(R)
-        learned = present & lab[:, None]
-        sums = np.cumsum(np.vstack([fs.sums, np.where(learned, R, 0.0)]), axis=0)
-        counts = np.cumsum(np.vstack([fs.counts, learned.astype(np.float64)]), axis=0)
-        means = np.divide(sums[:-1], counts[:-1], out=np.zeros((n, d)), where=counts[:-1] > 0)
-        X = np.where(present, R, means)
-        fs.sums, fs.counts = sums[-1].copy(), counts[-1].copy()
+        n_lab = int(np.count_nonzero(lab))
+        every = n_lab == n  # all labelled: the masks below select everything and are skipped
+        if R_given or not np.isnan(R).any():  # nothing to impute: X = R, and only the totals move
+            X = R
+            sums = np.cumsum(np.vstack([fs.sums, R if every else np.where(lab[:, None], R, 0.0)]), axis=0)
+            fs.sums, fs.counts = sums[-1].copy(), fs.counts + float(n_lab)  # integer counts: exact
+        else:
+            present = ~np.isnan(R)
+            learned = present & lab[:, None]
+            sums = np.cumsum(np.vstack([fs.sums, np.where(learned, R, 0.0)]), axis=0)
+            counts = np.cumsum(np.vstack([fs.counts, learned.astype(np.float64)]), axis=0)
+            means = np.divide(sums[:-1], counts[:-1], out=np.zeros((n, d)), where=counts[:-1] > 0)
+            X = np.where(present, R, means)
+            fs.sums, fs.counts = sums[-1].copy(), counts[-1].copy()
 
         W = softmax(self._router.logits(X), self.temperature)
         res = self._pool.run_window(W, X, Y, self.top_k, self.combine, C)
 
-        onehot = np.zeros((n, C))
-        onehot[np.nonzero(lab)[0], Y[lab]] = 1.0
-        class_counts = np.cumsum(np.vstack([self._class_counts, onehot]), axis=0)
         proba = res.proba
         empty = proba.sum(axis=1) <= 0
         if empty.any():  # an expert that knows nothing answers with the class prior (as _answer does)
+            onehot = np.zeros((n, C))
+            onehot[np.nonzero(lab)[0], Y[lab]] = 1.0
+            class_counts = np.cumsum(np.vstack([self._class_counts, onehot]), axis=0)
             before = class_counts[:-1][empty]
             totals = before.sum(axis=1, keepdims=True)
             proba = proba.copy()
             proba[empty] = np.divide(before, totals, out=before.copy(), where=totals > 0)
-        self._class_counts = class_counts[-1].copy()
+        Y_lab = Y if every else Y[lab]
+        # counts of integers, so the sum equals the running (cumsum) total exactly
+        self._class_counts = self._class_counts + np.bincount(Y_lab, minlength=C)
 
-        if lab.any():
+        if n_lab:
             k = min(self.top_k, self._pool.n)
-            self._usage += np.bincount(res.expert[lab], minlength=self._pool.n)
-            self._expert_seen += int(lab.sum())
-            self._expert_correct += (res.expert_pred[lab] == Y[lab, None]).sum(axis=0)
-            self._window.add(X[lab], res.mask[lab])
-            learners = np.unique(np.argsort(-W[lab], axis=1, kind="stable")[:, :k])
+            sel = slice(None) if every else lab
+            self._usage += np.bincount(res.expert[sel], minlength=self._pool.n)
+            self._expert_seen += n_lab
+            self._expert_correct += (res.expert_pred[sel] == Y_lab[:, None]).sum(axis=0)
+            self._window.add(X[sel], res.mask[sel])
+            learners = np.unique(np.argsort(-W[sel], axis=1, kind="stable")[:, :k])
             self._dirty.update(f"expert/{int(e)}" for e in learners)
             self._dirty.update(("meta", "stats", "window"))
-            self.n_learned_ += int(lab.sum())
+            self.n_learned_ += n_lab
             if self._window.n >= self.window:
                 self._train_router()
         classes = labels.classes

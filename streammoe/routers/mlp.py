@@ -40,52 +40,85 @@ def softmax(z: np.ndarray, temperature: float = 1.0) -> np.ndarray:
 
 
 @njit(cache=True, nogil=True)
-def _forward(W1T, b1, W2T, b2, W3T, b3, X, out):  # pragma: no cover - compiled
-    """Evaluation-mode logits in a fixed order of operations, four rows at a time.
+def _active(h, idx):  # pragma: no cover - compiled
+    """``idx[:count]`` = the units of ``h`` that pass the ReLU (``not h <= 0``: positive, or NaN,
+    which ``max(h, 0)`` would keep), in order; returns ``count``.  Branch-free: whether a unit is
+    active is a coin toss to the CPU, and a mispredicted branch per unit cost more than its sum."""
+    count = 0
+    for k in range(h.shape[0]):
+        idx[count] = k
+        count += not (h[k] <= 0.0)
+    return count
 
-    Each hidden unit accumulates ``w * x`` over its inputs in input order (the loops run over
-    outputs innermost, so they vectorise without reassociating any sum, and rows of a block share
-    each weight row while it is in cache).  A row's logits therefore never depend on how many rows
-    are in the batch — unlike BLAS, whose kernels change with the matrix size — so a window
-    computed at once equals the same events one by one, bit for bit.  Inputs whose activation is
-    zero are skipped (adding ``w * 0`` changes nothing).
+
+@njit(cache=True, nogil=True)
+def _accumulate(acc, WT, h, idx, count):  # pragma: no cover - compiled
+    """``acc[j] += WT[k, j] * h[k]`` for the listed inputs ``k`` in order, eight inputs per pass
+    over ``acc`` (each ``acc[j]`` still gets the eight products added one after another, in input
+    order: the same operations as eight separate passes, with an eighth of the loads and stores)."""
+    m = acc.shape[0]
+    t = 0
+    while t + 8 <= count:
+        k0, k1, k2, k3 = idx[t], idx[t + 1], idx[t + 2], idx[t + 3]
+        k4, k5, k6, k7 = idx[t + 4], idx[t + 5], idx[t + 6], idx[t + 7]
+        a0, a1, a2, a3 = h[k0], h[k1], h[k2], h[k3]
+        a4, a5, a6, a7 = h[k4], h[k5], h[k6], h[k7]
+        w0, w1, w2, w3 = WT[k0], WT[k1], WT[k2], WT[k3]
+        w4, w5, w6, w7 = WT[k4], WT[k5], WT[k6], WT[k7]
+        for j in range(m):
+            s = acc[j] + w0[j] * a0
+            s = s + w1[j] * a1
+            s = s + w2[j] * a2
+            s = s + w3[j] * a3
+            s = s + w4[j] * a4
+            s = s + w5[j] * a5
+            s = s + w6[j] * a6
+            acc[j] = s + w7[j] * a7
+        t += 8
+    while t < count:
+        k = idx[t]
+        a = h[k]
+        w = WT[k]
+        for j in range(m):
+            acc[j] += w[j] * a
+        t += 1
+
+
+@njit(cache=True, nogil=True)
+def _forward(W1T, b1, W2T, b2, W3T, b3, X, out):  # pragma: no cover - compiled
+    """Evaluation-mode logits in a fixed order of operations, one row at a time.
+
+    Each unit starts at its bias and adds ``w * x`` over its inputs in input order, skipping the
+    inputs that are zero (adding ``w * 0`` changes nothing); the loops run over outputs innermost,
+    so they vectorise without reassociating any sum (no FMA, no reordering).  A row's logits
+    therefore never depend on how many rows are in the batch — unlike BLAS, whose kernels change
+    with the matrix size — so a window computed at once equals the same events one by one, bit
+    for bit.  The active hidden units are listed first (:func:`_active`), so the skipping costs
+    no unpredictable branch.
     """
     n, d = X.shape
     h1n, h2n, E = b1.shape[0], b2.shape[0], b3.shape[0]
-    B = 4
-    h1 = np.empty((B, h1n), dtype=b1.dtype)
-    h2 = np.empty((B, h2n), dtype=b2.dtype)
-    for i0 in range(0, n, B):
-        nb = min(B, n - i0)
-        for r in range(nb):
-            h1[r, :] = b1
-            for k in range(d):
-                a = X[i0 + r, k]
-                if a != 0.0:
-                    for j in range(h1n):
-                        h1[r, j] += W1T[k, j] * a
-            for j in range(h1n):
-                if h1[r, j] < 0.0:
-                    h1[r, j] = 0.0
-            h2[r, :] = b2
-        for k in range(h1n):
-            w = W2T[k]
-            for r in range(nb):
-                a = h1[r, k]
-                if a != 0.0:
-                    for j in range(h2n):
-                        h2[r, j] += w[j] * a
-        for r in range(nb):
-            for j in range(h2n):
-                if h2[r, j] < 0.0:
-                    h2[r, j] = 0.0
-            for e in range(E):
-                out[i0 + r, e] = b3[e]
-            for k in range(h2n):
-                a = h2[r, k]
-                if a != 0.0:
-                    for e in range(E):
-                        out[i0 + r, e] += W3T[k, e] * a
+    h1 = np.empty(h1n, dtype=b1.dtype)
+    h2 = np.empty(h2n, dtype=b2.dtype)
+    idx1 = np.empty(h1n, dtype=np.int64)
+    idx2 = np.empty(h2n, dtype=np.int64)
+    for i in range(n):
+        x = X[i]
+        for j in range(h1n):
+            h1[j] = b1[j]
+        for k in range(d):
+            a = x[k]
+            if a != 0.0:
+                w = W1T[k]
+                for j in range(h1n):
+                    h1[j] += w[j] * a
+        for j in range(h2n):
+            h2[j] = b2[j]
+        _accumulate(h2, W2T, h1, idx1, _active(h1, idx1))
+        o = out[i]
+        for e in range(E):
+            o[e] = b3[e]
+        _accumulate(o, W3T, h2, idx2, _active(h2, idx2))
 
 
 @njit(cache=True, nogil=True)
