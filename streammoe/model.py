@@ -504,8 +504,9 @@ class DriftMoE(base.MiniBatchClassifier):
             self._expert_seen += n_lab
             self._expert_correct += (res.expert_pred[sel] == Y_lab[:, None]).sum(axis=0)
             self._window.add(X[sel], res.mask[sel])
-            learners = np.unique(np.argsort(-W[sel], axis=1, kind="stable")[:, :k])
-            self._dirty.update(f"expert/{int(e)}" for e in learners)
+            from .experts.fast_loop import top_k_members  # this path runs only with the array pool
+
+            self._dirty.update(f"expert/{int(e)}" for e in np.flatnonzero(top_k_members(W[sel], k)))
             self._dirty.update(("meta", "stats", "window"))
             self.n_learned_ += n_lab
             if self._window.n >= self.window:
@@ -513,7 +514,7 @@ class DriftMoE(base.MiniBatchClassifier):
         classes = labels.classes
         self.last_expert = int(res.expert[-1])
         if not want_proba:  # argmax, lowest class on ties: what max(dict, key=dict.get) gives
-            return list(zip([classes[c] for c in np.argmax(proba, axis=1).tolist()], res.expert.tolist()))
+            return list(zip(map(classes.__getitem__, np.argmax(proba, axis=1).tolist()), res.expert.tolist()))
         return [(dict(zip(classes, row)), e) for row, e in zip(proba.tolist(), res.expert.tolist())]
 
     def learn_many(self, X, y) -> None:
