@@ -412,6 +412,7 @@ class DriftMoE(base.MiniBatchClassifier):
         out: list = []
         i, n = 0, len(xs)
         grows = self._growth_flags(xs, labels, R is not None)
+        all_labelled = None not in labels
         while i < n:
             if grows[i] or not self._labels.classes:
                 out.append(self._predict_learn_one(xs[i], labels[i], proba))  # growth: the exact per-event path
@@ -419,10 +420,13 @@ class DriftMoE(base.MiniBatchClassifier):
                 grows[i:] = self._growth_flags(xs[i:], labels[i:], R is not None)
                 continue
             room = self.window - self._window.n  # labelled events until the router's next step
-            j, labelled = i, 0
-            while j < n and labelled < room and not grows[j]:
-                labelled += labels[j] is not None
-                j += 1
+            if all_labelled and not any(grows[i:i + room]):  # the common case, without a loop per event
+                j = min(n, i + room)
+            else:
+                j, labelled = i, 0
+                while j < n and labelled < room and not grows[j]:
+                    labelled += labels[j] is not None
+                    j += 1
             out.extend(self._run_segment(xs[i:j], labels[i:j], proba, None if R is None else R[i:j]))
             i = j
         return out
