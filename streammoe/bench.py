@@ -166,7 +166,11 @@ def ratios(rows: list[Row]) -> dict[str, dict[str, float]]:
 def markdown(rows: list[Row], info: dict) -> str:
     lines = [f"# streammoe bench — {info['date']}", "",
              f"Machine: {info['machine']}; Python {info['python']}; seed {info['seed']}; one process, "
-             "models run one after another on the same events; BLAS and Numba limited to one thread.", "",
+             "models run one after another on the same events; BLAS and Numba limited to one thread."
+             + (f" Load average (1/5/15 min) at the end of the run: {', '.join(map(str, info['load_average_at_end']))}"
+                " (the run itself counts about 1; above that, other jobs shared the cores: compare ratios"
+                " within a run rather than absolute events/s)."
+                if info.get("load_average_at_end") else ""), "",
              "| stream | model | events | accuracy | events/s (steady) | warm-up s | state bytes | bytes/expert |",
              "|---|---|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
@@ -199,7 +203,9 @@ def run_bench(streams: list[str], n: int, seed: int, out: Path, models: list[str
                 row = bench_keyed(keys, keyed_events, seed, device, log)
                 if row is not None:
                     rows.append(row)
+    load = os.getloadavg() if hasattr(os, "getloadavg") else None  # other jobs on the machine skew events/s
     info = {"date": time.strftime("%Y-%m-%d %H:%M"), "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+            "load_average_at_end": [round(v, 2) for v in load] if load else None,
             "python": platform.python_version(), "seed": seed, "n": n, "versions": versions(),
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "ratios": ratios(rows)}
     out.mkdir(parents=True, exist_ok=True)

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import math
 import numbers
+from itertools import chain
+from operator import itemgetter
 from typing import Any, Hashable, Iterable, Mapping
 
 import numpy as np
@@ -56,6 +58,54 @@ def check_features(x: Mapping) -> None:
         if (t is float and value - value == 0.0) or (t is int and -1e308 <= value <= 1e308):
             continue
         check_value(name, value)
+
+
+def plain_matrix(xs: list, names: list) -> np.ndarray | None:
+    """The events' features as an ``(n, len(names))`` float64 matrix in column order, when every
+    event is a plain ``dict`` with exactly the known features as finite ``float``/``int`` values.
+
+    Why: the per-event checks and conversions of a batch cost more than everything else the
+    compiled engine does per event.  This does the same work with C-level passes over the batch
+    and gives the same floats (``float(value)``, as :func:`check_value` does).  It returns
+    ``None`` for anything else (a missing, extra or invalid feature, another value type, an
+    int beyond +-1e308), and the caller then takes the per-event path, which raises the precise
+    error or imputes and grows as usual.
+    """
+    n, d = len(xs), len(names)
+    if n == 0 or d == 0 or set(map(type, xs)) != {dict} or set(map(len, xs)) != {d}:
+        return None
+    try:  # every event has d keys and all d names, so its keys are exactly the known features
+        rows = list(map(itemgetter(*names), xs))
+    except KeyError:
+        return None
+    values = list(chain.from_iterable(rows)) if d > 1 else rows
+    types = set(map(type, values))
+    if not types <= {float, int}:
+        return None
+    try:
+        R = np.array(values, dtype=np.float64)
+    except OverflowError:
+        return None
+    if not np.isfinite(R).all() or (int in types and (np.abs(R) > 1e308).any()):
+        return None
+    return R.reshape(n, d)
+
+
+_PLAIN_LABELS = {int, str, bool, type(None)}
+
+
+def plain_labels(ys: list, labels: "LabelSpace") -> bool:
+    """Whether every label of a batch is ``None`` or a plain int/str/bool that
+    :func:`normalise_label` and :meth:`LabelSpace.check` accept unchanged (one check per distinct
+    label, not per event); ``False`` sends the caller to the per-event checks."""
+    if not set(map(type, ys)) <= _PLAIN_LABELS:
+        return False
+    index, classes = labels.index, labels.classes
+    for t, y in set(zip(map(type, ys), ys)):  # (type, label) pairs: 1 and True stay apart
+        i = index.get(y)
+        if i is not None and type(classes[i]) is not t:
+            return False
+    return True
 
 
 def normalise_label(y: Any) -> int | str | bool:

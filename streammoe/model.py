@@ -26,7 +26,7 @@ import numpy as np
 from river import base
 
 from . import __version__
-from .features import FeatureSpace, LabelSpace, check_features, normalise_label
+from .features import FeatureSpace, LabelSpace, check_features, normalise_label, plain_labels, plain_matrix
 from .pools import ArrayTreePool, ExpertPool, make_pool, pool_from_parts
 from .routers.mlp import MLPRouter, softmax
 from .state.codec import pack_arrays, pack_json, unpack_arrays, unpack_json
@@ -374,7 +374,7 @@ class DriftMoE(base.MiniBatchClassifier):
         self._train_router()
 
     def _train_router(self) -> None:
-        self._router.train_step(*self._window.arrays(len(self._features), self._pool.n))
+        self._router.train_step(*self._window.arrays(len(self._features), self._pool.n), want_loss=False)
         self.router_steps_ += 1
         self._window.clear()
         self._dirty.update(("router", "window"))
@@ -386,42 +386,59 @@ class DriftMoE(base.MiniBatchClassifier):
         Returns ``(proba dict, answering expert)`` per event, or ``(predicted label, expert)`` with
         ``proba=False`` (cheaper: no dict per event).  Results equal a loop of
         ``predict_proba_one`` / ``learn_one``; the array engine and pools of neural experts run it
-        through their compiled windowed path (one call per router window).  Raises ``ValueError`` (naming the event index and feature) before
-        learning anything if an event is invalid.
+        through their compiled windowed path (one call per router window).  Raises ``ValueError``
+        (naming the event index and feature) before learning anything if an event is invalid.
         """
-        labels = []
-        for i, (x, y) in enumerate(zip(xs, ys)):
-            try:
-                check_features(x)
-                if y is not None:
-                    y = normalise_label(y)
-                    self._labels.check(y)
-                labels.append(y)
-            except ValueError as exc:
-                raise ValueError(f"event {i}: {exc}") from None
-        if self.mode != "data" or self._policy is not None or not self._pool.windowed():
+        windowed = self.mode == "data" and self._policy is None and self._pool.windowed()
+        # Batch fast path: plain events with exactly the known features are checked and converted in
+        # C-level passes (``R``: their feature matrix, valid for the whole batch since no feature can
+        # be added); anything else takes the per-event checks below.
+        R = plain_matrix(xs, self._features.names) if windowed and len(xs) == len(ys) else None
+        if R is not None and plain_labels(ys, self._labels):
+            labels = list(ys)
+        else:
+            R, labels = None, []
+            for i, (x, y) in enumerate(zip(xs, ys)):
+                try:
+                    check_features(x)
+                    if y is not None:
+                        y = normalise_label(y)
+                        self._labels.check(y)
+                    labels.append(y)
+                except ValueError as exc:
+                    raise ValueError(f"event {i}: {exc}") from None
+        if not windowed:
             return [self._predict_learn_one(x, y, proba) for x, y in zip(xs, labels)]
         out: list = []
         i, n = 0, len(xs)
-        grows = self._growth_flags(xs, labels)
+        grows = self._growth_flags(xs, labels, R is not None)
+        all_labelled = None not in labels
         while i < n:
             if grows[i] or not self._labels.classes:
                 out.append(self._predict_learn_one(xs[i], labels[i], proba))  # growth: the exact per-event path
                 i += 1
-                grows[i:] = self._growth_flags(xs[i:], labels[i:])
+                grows[i:] = self._growth_flags(xs[i:], labels[i:], R is not None)
                 continue
             room = self.window - self._window.n  # labelled events until the router's next step
-            j, labelled = i, 0
-            while j < n and labelled < room and not grows[j]:
-                labelled += labels[j] is not None
-                j += 1
-            out.extend(self._run_segment(xs[i:j], labels[i:j], proba))
+            if all_labelled and not any(grows[i:i + room]):  # the common case, without a loop per event
+                j = min(n, i + room)
+            else:
+                j, labelled = i, 0
+                while j < n and labelled < room and not grows[j]:
+                    labelled += labels[j] is not None
+                    j += 1
+            out.extend(self._run_segment(xs[i:j], labels[i:j], proba, None if R is None else R[i:j]))
             i = j
         return out
 
-    def _growth_flags(self, xs: list, labels: list) -> list[bool]:
-        """Which events would add a feature or a class when learned (they take the per-event path)."""
+    def _growth_flags(self, xs: list, labels: list, known_features: bool = False) -> list[bool]:
+        """Which events would add a feature or a class when learned (they take the per-event path).
+        ``known_features``: every event is known to hold only known features (only labels can grow)."""
         known, fkeys = self._labels.index, self._features.index.keys()
+        if known_features:
+            if all(map(known.__contains__, set(labels) - {None})):
+                return [False] * len(labels)
+            return [y is not None and y not in known for y in labels]
         return [y is not None and (y not in known or not x.keys() <= fkeys) for x, y in zip(xs, labels)]
 
     def _predict_learn_one(self, x: dict, y, proba: bool = True) -> tuple[Any, int | None]:
@@ -431,10 +448,12 @@ class DriftMoE(base.MiniBatchClassifier):
             self.learn_one(x, y)
         return answer
 
-    def _run_segment(self, xs: list, ys: list, want_proba: bool = True) -> list[tuple[Any, int | None]]:
+    def _run_segment(self, xs: list, ys: list, want_proba: bool = True,
+                     R: np.ndarray | None = None) -> list[tuple[Any, int | None]]:
         """Events that add no feature or class and stay inside one router window, in one kernel call.
 
-        ``ys`` are normalised labels (or ``None``) that the model already knows.
+        ``ys`` are normalised labels (or ``None``) that the model already knows; ``R``, when given,
+        is the events' feature matrix (every feature present, see :func:`plain_matrix`).
 
         Equal, bit for bit, to the per-event path: the running means used for imputation are
         accumulated in the same order (``cumsum``), the router's forward pass is row-exact, and
@@ -443,49 +462,63 @@ class DriftMoE(base.MiniBatchClassifier):
         fs, labels = self._features, self._labels
         n, d, C = len(xs), len(fs), len(labels)
         names, nan = fs.names, np.nan
-        R = np.fromiter((x.get(k, nan) for x in xs for k in names), dtype=np.float64, count=n * d).reshape(n, d)
-        index = labels.index
-        Y = np.array([-1 if y is None else index[y] for y in ys], dtype=np.int64)
+        R_given = R is not None
+        if not R_given:
+            R = np.fromiter((x.get(k, nan) for x in xs for k in names), dtype=np.float64, count=n * d).reshape(n, d)
+        lookup = dict(labels.index)
+        lookup[None] = -1
+        Y = np.fromiter(map(lookup.__getitem__, ys), dtype=np.int64, count=n)
         lab = Y >= 0
-        present = ~np.isnan(R)
-        learned = present & lab[:, None]
-        sums = np.cumsum(np.vstack([fs.sums, np.where(learned, R, 0.0)]), axis=0)
-        counts = np.cumsum(np.vstack([fs.counts, learned.astype(np.float64)]), axis=0)
-        means = np.divide(sums[:-1], counts[:-1], out=np.zeros((n, d)), where=counts[:-1] > 0)
-        X = np.where(present, R, means)
-        fs.sums, fs.counts = sums[-1].copy(), counts[-1].copy()
+        n_lab = int(np.count_nonzero(lab))
+        every = n_lab == n  # all labelled: the masks below select everything and are skipped
+        if R_given or not np.isnan(R).any():  # nothing to impute: X = R, and only the totals move
+            X = R
+            sums = np.cumsum(np.vstack([fs.sums, R if every else np.where(lab[:, None], R, 0.0)]), axis=0)
+            fs.sums, fs.counts = sums[-1].copy(), fs.counts + float(n_lab)  # integer counts: exact
+        else:
+            present = ~np.isnan(R)
+            learned = present & lab[:, None]
+            sums = np.cumsum(np.vstack([fs.sums, np.where(learned, R, 0.0)]), axis=0)
+            counts = np.cumsum(np.vstack([fs.counts, learned.astype(np.float64)]), axis=0)
+            means = np.divide(sums[:-1], counts[:-1], out=np.zeros((n, d)), where=counts[:-1] > 0)
+            X = np.where(present, R, means)
+            fs.sums, fs.counts = sums[-1].copy(), counts[-1].copy()
 
         W = softmax(self._router.logits(X), self.temperature)
         res = self._pool.run_window(W, X, Y, self.top_k, self.combine, C)
 
-        onehot = np.zeros((n, C))
-        onehot[np.nonzero(lab)[0], Y[lab]] = 1.0
-        class_counts = np.cumsum(np.vstack([self._class_counts, onehot]), axis=0)
         proba = res.proba
         empty = proba.sum(axis=1) <= 0
         if empty.any():  # an expert that knows nothing answers with the class prior (as _answer does)
+            onehot = np.zeros((n, C))
+            onehot[np.nonzero(lab)[0], Y[lab]] = 1.0
+            class_counts = np.cumsum(np.vstack([self._class_counts, onehot]), axis=0)
             before = class_counts[:-1][empty]
             totals = before.sum(axis=1, keepdims=True)
             proba = proba.copy()
             proba[empty] = np.divide(before, totals, out=before.copy(), where=totals > 0)
-        self._class_counts = class_counts[-1].copy()
+        Y_lab = Y if every else Y[lab]
+        # counts of integers, so the sum equals the running (cumsum) total exactly
+        self._class_counts = self._class_counts + np.bincount(Y_lab, minlength=C)
 
-        if lab.any():
+        if n_lab:
             k = min(self.top_k, self._pool.n)
-            self._usage += np.bincount(res.expert[lab], minlength=self._pool.n)
-            self._expert_seen += int(lab.sum())
-            self._expert_correct += (res.expert_pred[lab] == Y[lab, None]).sum(axis=0)
-            self._window.add(X[lab], res.mask[lab])
-            learners = np.unique(np.argsort(-W[lab], axis=1, kind="stable")[:, :k])
-            self._dirty.update(f"expert/{int(e)}" for e in learners)
+            sel = slice(None) if every else lab
+            self._usage += np.bincount(res.expert[sel], minlength=self._pool.n)
+            self._expert_seen += n_lab
+            self._expert_correct += (res.expert_pred[sel] == Y_lab[:, None]).sum(axis=0)
+            self._window.add(X[sel], res.mask[sel])
+            from .experts.fast_loop import top_k_members  # this path runs only with the array pool
+
+            self._dirty.update(f"expert/{int(e)}" for e in np.flatnonzero(top_k_members(W[sel], k)))
             self._dirty.update(("meta", "stats", "window"))
-            self.n_learned_ += int(lab.sum())
+            self.n_learned_ += n_lab
             if self._window.n >= self.window:
                 self._train_router()
         classes = labels.classes
         self.last_expert = int(res.expert[-1])
         if not want_proba:  # argmax, lowest class on ties: what max(dict, key=dict.get) gives
-            return list(zip([classes[c] for c in np.argmax(proba, axis=1).tolist()], res.expert.tolist()))
+            return list(zip(map(classes.__getitem__, np.argmax(proba, axis=1).tolist()), res.expert.tolist()))
         return [(dict(zip(classes, row)), e) for row, e in zip(proba.tolist(), res.expert.tolist())]
 
     def learn_many(self, X, y) -> None:

@@ -40,7 +40,7 @@ import numpy as np
 from .fast_tree import TreePool, argmax_or_neg, kernel, learn_leaf, needs_room, predict_tree
 
 __all__ = ["COMBINES", "WindowResult", "TaskStepResult", "run_window", "run_window_per_event",
-           "task_step", "top_k_order"]
+           "task_step", "top_k_order", "top_k_members"]
 
 COMBINES = ("top1", "mixture")
 
@@ -174,6 +174,14 @@ def _task_kernel(A, hp, w, x, y, mixture, P, proba, mask, p_mine, leaf, nb_arg, 
     return argmax_or_neg(proba), top1
 
 
+@kernel
+def _top_k_members_kernel(W, k, order, taken, member):
+    for i in range(W.shape[0]):
+        _top_k_into(W[i], k, order, taken)
+        for j in range(k):
+            member[order[j]] = True
+
+
 # ----------------------------------------------------------------------------------- checks
 def _check_combine(combine: str) -> bool:
     if combine not in COMBINES:
@@ -210,6 +218,18 @@ def _check_window(pool: TreePool, W, X, Y, top_k: int):
 def top_k_order(w: np.ndarray, k: int) -> list[int]:
     """The k largest weights' indices, largest first, ties to the lower index."""
     return sorted(range(len(w)), key=lambda e: (-w[e], e))[:k]
+
+
+def top_k_members(W: np.ndarray, k: int) -> np.ndarray:
+    """Which experts are among the top ``k`` of at least one row of ``W`` (ties to the lower
+    index, as the window kernel picks its learners): a boolean per expert."""
+    W = np.ascontiguousarray(W, dtype=np.float64)
+    E = W.shape[1]
+    k = min(int(k), E)
+    member = np.zeros(E, dtype=np.bool_)
+    if k > 0 and W.shape[0]:
+        _top_k_members_kernel(W, k, np.zeros(k, dtype=np.int64), np.zeros(E, dtype=np.bool_), member)
+    return member
 
 
 # ----------------------------------------------------------------------------------- API

@@ -40,52 +40,85 @@ def softmax(z: np.ndarray, temperature: float = 1.0) -> np.ndarray:
 
 
 @njit(cache=True, nogil=True)
-def _forward(W1T, b1, W2T, b2, W3T, b3, X, out):  # pragma: no cover - compiled
-    """Evaluation-mode logits in a fixed order of operations, four rows at a time.
+def _active(h, idx):  # pragma: no cover - compiled
+    """``idx[:count]`` = the units of ``h`` that pass the ReLU (``not h <= 0``: positive, or NaN,
+    which ``max(h, 0)`` would keep), in order; returns ``count``.  Branch-free: whether a unit is
+    active is a coin toss to the CPU, and a mispredicted branch per unit cost more than its sum."""
+    count = 0
+    for k in range(h.shape[0]):
+        idx[count] = k
+        count += not (h[k] <= 0.0)
+    return count
 
-    Each hidden unit accumulates ``w * x`` over its inputs in input order (the loops run over
-    outputs innermost, so they vectorise without reassociating any sum, and rows of a block share
-    each weight row while it is in cache).  A row's logits therefore never depend on how many rows
-    are in the batch — unlike BLAS, whose kernels change with the matrix size — so a window
-    computed at once equals the same events one by one, bit for bit.  Inputs whose activation is
-    zero are skipped (adding ``w * 0`` changes nothing).
+
+@njit(cache=True, nogil=True)
+def _accumulate(acc, WT, h, idx, count):  # pragma: no cover - compiled
+    """``acc[j] += WT[k, j] * h[k]`` for the listed inputs ``k`` in order, eight inputs per pass
+    over ``acc`` (each ``acc[j]`` still gets the eight products added one after another, in input
+    order: the same operations as eight separate passes, with an eighth of the loads and stores)."""
+    m = acc.shape[0]
+    t = 0
+    while t + 8 <= count:
+        k0, k1, k2, k3 = idx[t], idx[t + 1], idx[t + 2], idx[t + 3]
+        k4, k5, k6, k7 = idx[t + 4], idx[t + 5], idx[t + 6], idx[t + 7]
+        a0, a1, a2, a3 = h[k0], h[k1], h[k2], h[k3]
+        a4, a5, a6, a7 = h[k4], h[k5], h[k6], h[k7]
+        w0, w1, w2, w3 = WT[k0], WT[k1], WT[k2], WT[k3]
+        w4, w5, w6, w7 = WT[k4], WT[k5], WT[k6], WT[k7]
+        for j in range(m):
+            s = acc[j] + w0[j] * a0
+            s = s + w1[j] * a1
+            s = s + w2[j] * a2
+            s = s + w3[j] * a3
+            s = s + w4[j] * a4
+            s = s + w5[j] * a5
+            s = s + w6[j] * a6
+            acc[j] = s + w7[j] * a7
+        t += 8
+    while t < count:
+        k = idx[t]
+        a = h[k]
+        w = WT[k]
+        for j in range(m):
+            acc[j] += w[j] * a
+        t += 1
+
+
+@njit(cache=True, nogil=True)
+def _forward(W1T, b1, W2T, b2, W3T, b3, X, out):  # pragma: no cover - compiled
+    """Evaluation-mode logits in a fixed order of operations, one row at a time.
+
+    Each unit starts at its bias and adds ``w * x`` over its inputs in input order, skipping the
+    inputs that are zero (adding ``w * 0`` changes nothing); the loops run over outputs innermost,
+    so they vectorise without reassociating any sum (no FMA, no reordering).  A row's logits
+    therefore never depend on how many rows are in the batch — unlike BLAS, whose kernels change
+    with the matrix size — so a window computed at once equals the same events one by one, bit
+    for bit.  The active hidden units are listed first (:func:`_active`), so the skipping costs
+    no unpredictable branch.
     """
     n, d = X.shape
     h1n, h2n, E = b1.shape[0], b2.shape[0], b3.shape[0]
-    B = 4
-    h1 = np.empty((B, h1n), dtype=b1.dtype)
-    h2 = np.empty((B, h2n), dtype=b2.dtype)
-    for i0 in range(0, n, B):
-        nb = min(B, n - i0)
-        for r in range(nb):
-            h1[r, :] = b1
-            for k in range(d):
-                a = X[i0 + r, k]
-                if a != 0.0:
-                    for j in range(h1n):
-                        h1[r, j] += W1T[k, j] * a
-            for j in range(h1n):
-                if h1[r, j] < 0.0:
-                    h1[r, j] = 0.0
-            h2[r, :] = b2
-        for k in range(h1n):
-            w = W2T[k]
-            for r in range(nb):
-                a = h1[r, k]
-                if a != 0.0:
-                    for j in range(h2n):
-                        h2[r, j] += w[j] * a
-        for r in range(nb):
-            for j in range(h2n):
-                if h2[r, j] < 0.0:
-                    h2[r, j] = 0.0
-            for e in range(E):
-                out[i0 + r, e] = b3[e]
-            for k in range(h2n):
-                a = h2[r, k]
-                if a != 0.0:
-                    for e in range(E):
-                        out[i0 + r, e] += W3T[k, e] * a
+    h1 = np.empty(h1n, dtype=b1.dtype)
+    h2 = np.empty(h2n, dtype=b2.dtype)
+    idx1 = np.empty(h1n, dtype=np.int64)
+    idx2 = np.empty(h2n, dtype=np.int64)
+    for i in range(n):
+        x = X[i]
+        for j in range(h1n):
+            h1[j] = b1[j]
+        for k in range(d):
+            a = x[k]
+            if a != 0.0:
+                w = W1T[k]
+                for j in range(h1n):
+                    h1[j] += w[j] * a
+        for j in range(h2n):
+            h2[j] = b2[j]
+        _accumulate(h2, W2T, h1, idx1, _active(h1, idx1))
+        o = out[i]
+        for e in range(E):
+            o[e] = b3[e]
+        _accumulate(o, W3T, h2, idx2, _active(h2, idx2))
 
 
 @njit(cache=True, nogil=True)
@@ -104,6 +137,25 @@ def _relu_dropout(a, d, h, dm):  # pragma: no cover - compiled
 
 
 @njit(cache=True, nogil=True)
+def _relu_dropout_bits(a, bits, threshold, scale, h, dm):  # pragma: no cover - compiled
+    """:func:`_relu_dropout` with the dropout mask made on the fly from the generator's 16-bit
+    uniforms (``scale`` where ``bits < threshold``, else 0: the values :meth:`MLPRouter._dropout_mask`
+    gives), so the mask array is never built."""
+    a_, h_, m_ = a.ravel(), h.ravel(), dm.ravel()
+    zero = a_.dtype.type(0.0)
+    for i in range(a_.shape[0]):
+        d = scale if bits[i] < threshold else zero
+        if a_[i] > zero:
+            m_[i] = d
+            h_[i] = a_[i] * d
+        else:
+            m_[i] = zero
+            h_[i] = a_[i] * zero
+
+
+# error_model="numpy": no Python zero-division check inside the loop, so it vectorises; the divisor
+# is always > 0 and each element gets the same IEEE operations as before.
+@njit(cache=True, nogil=True, error_model="numpy")
 def _adam(param, m, v, g, beta1, beta2, step_size, sqrt_c2, eps):  # pragma: no cover - compiled
     """torch.optim.Adam's update for one float32 tensor, fused into one pass (same operations)."""
     p_, m_, v_, g_ = param.ravel(), m.ravel(), v.ravel(), g.ravel()
@@ -204,33 +256,50 @@ class MLPRouter:
         """
         if self.dropout <= 0.0:
             return np.ones(shape, DTYPE)
+        u16, threshold, scale = self._dropout_bits(shape)
+        return ((u16 < threshold) * scale).reshape(shape)
+
+    def _dropout_bits(self, shape) -> tuple[np.ndarray, int, np.float32]:
+        """The draws behind :meth:`_dropout_mask`: 16-bit uniforms, keep threshold, scale of kept units."""
         size = int(np.prod(shape))
         raw = self.rng.bit_generator.random_raw((size + 3) // 4)
-        u16 = np.frombuffer(np.ascontiguousarray(raw, dtype="<u8").tobytes(), dtype="<u2")[:size]
+        # a view, not a copy: the same bytes as before, and a writable native array the compiled
+        # layer kernel takes without Numba's slow typing path for read-only buffers
+        u16 = np.ascontiguousarray(raw, dtype="<u8").view("<u2")[:size]
         threshold = int(round((1.0 - self.dropout) * 65536))
-        return ((u16 < threshold) * DTYPE(65536.0 / threshold)).reshape(shape)
+        return u16, threshold, DTYPE(65536.0 / threshold)
 
-    def gradients(self, X: np.ndarray, M: np.ndarray, masks=None):
+    def _train_layer(self, a: np.ndarray, mask) -> tuple[np.ndarray, np.ndarray]:
+        """Output ``h`` and derivative ``dm`` of a training layer: with the given ``mask`` (array),
+        or with one drawn now from the router's generator (``mask=None``)."""
+        h, dm = np.empty_like(a), np.empty_like(a)
+        if mask is not None:
+            _relu_dropout(a, np.ascontiguousarray(mask, dtype=DTYPE), h, dm)
+        elif self.dropout <= 0.0:
+            _relu_dropout(a, np.ones(a.shape, DTYPE), h, dm)
+        else:
+            bits, threshold, scale = self._dropout_bits(a.shape)
+            _relu_dropout_bits(a, bits, np.int64(threshold), scale, h, dm)
+        return h, dm
+
+    def gradients(self, X: np.ndarray, M: np.ndarray, masks=None, want_loss: bool = True):
         """Loss and gradients of mean BCE-with-logits(logits(X) with dropout, M).
 
         ``masks`` (two dropout masks) may be given to make the computation reproducible
-        outside the router (the torch cross-check); otherwise they are drawn from the router's RNG.
+        outside the router (the torch cross-check); otherwise they are drawn from the router's RNG
+        (both before the forward pass's products, in the same order as :meth:`_dropout_mask`).
+        ``want_loss=False`` skips the loss (``nan`` is returned): the gradients do not need it.
         """
         p = self.params
         X = np.asarray(X, dtype=DTYPE)
         M = np.asarray(M, dtype=DTYPE)
-        n = X.shape[0]
-        if masks is None:
-            masks = (self._dropout_mask((n, p["W1"].shape[0])), self._dropout_mask((n, p["W2"].shape[0])))
         a1 = X @ p["W1"].T + p["b1"]
-        h1, d1 = np.empty_like(a1), np.empty_like(a1)
-        _relu_dropout(a1, np.ascontiguousarray(masks[0], dtype=DTYPE), h1, d1)
+        h1, d1 = self._train_layer(a1, None if masks is None else masks[0])
         a2 = h1 @ p["W2"].T + p["b2"]
-        h2, d2 = np.empty_like(a2), np.empty_like(a2)
-        _relu_dropout(a2, np.ascontiguousarray(masks[1], dtype=DTYPE), h2, d2)
+        h2, d2 = self._train_layer(a2, None if masks is None else masks[1])
         z = h2 @ p["W3"].T + p["b3"]
         # BCE with logits, mean over all n*E entries (torch's default reduction)
-        loss = float(np.mean(np.maximum(z, 0) - z * M + np.log1p(np.exp(-np.abs(z)))))
+        loss = float(np.mean(np.maximum(z, 0) - z * M + np.log1p(np.exp(-np.abs(z))))) if want_loss else float("nan")
         with np.errstate(over="ignore"):  # exp(-z) = inf gives sigmoid 0, the right limit
             gz = (DTYPE(1.0) / (DTYPE(1.0) + np.exp(-z)) - M) / DTYPE(z.size)
         g = {"W3": gz.T @ h2, "b3": gz.sum(axis=0)}
@@ -242,12 +311,13 @@ class MLPRouter:
         g["W1"], g["b1"] = gh1.T @ X, gh1.sum(axis=0)
         return loss, g
 
-    def train_step(self, X: np.ndarray, M: np.ndarray) -> float:
-        """One Adam step on the window ``(X, M)``; returns the loss before the step."""
+    def train_step(self, X: np.ndarray, M: np.ndarray, want_loss: bool = True) -> float:
+        """One Adam step on the window ``(X, M)``; returns the loss before the step (``nan`` when
+        ``want_loss`` is false: the stream loop does not read it)."""
         if len(X) == 0:
             return 0.0
         with _BLAS.limit(limits=1, user_api="blas"):
-            loss, grads = self.gradients(X, M)
+            loss, grads = self.gradients(X, M, want_loss=want_loss)
             self.apply_gradients(grads)
         return loss
 
