@@ -206,6 +206,10 @@ class RedisSettings(_Section):
     key_prefix: str = "smoe"
     hmac_key: Optional[SecretStr] = Field(None, description="signs state blobs; >= 16 characters")
     socket_timeout_s: float = Field(5.0, gt=0)
+    retry_base_s: float = Field(0.1, gt=0, description="first wait after Redis was unreachable; doubles per failure")
+    retry_cap_s: float = Field(5.0, gt=0, description="longest wait between two attempts to reach Redis")
+    retry_max_s: float = Field(120.0, gt=0, description="how long claiming a partition retries before the "
+                               "daemon gives up (checkpoints retry for as long as the daemon runs)")
 
     @field_validator("url")
     @classmethod

@@ -6,6 +6,7 @@ same real software instead of mocks.  Nothing here is needed in production.
 from .services import (
     TEST_CONSUMER_CONFIG,
     RedisServer,
+    S3Server,
     ServiceError,
     TansuBroker,
     create_topics,
@@ -17,6 +18,6 @@ from .services import (
 )
 
 __all__ = [
-    "TEST_CONSUMER_CONFIG", "RedisServer", "ServiceError", "TansuBroker", "create_topics",
+    "TEST_CONSUMER_CONFIG", "RedisServer", "S3Server", "ServiceError", "TansuBroker", "create_topics",
     "find_redis_server", "find_tansu", "free_port", "produce_values", "read_topic",
 ]

@@ -1,0 +1,100 @@
+"""The services go away under a running ``streammoe serve``: Redis SIGKILLed and restarted
+(AOF on), the Kafka broker SIGKILLed and restarted (its data in S3).  The daemon must not exit:
+it waits, retries with a capped backoff and resumes, and the end checks of :mod:`faultkit`
+hold (state bit-identical to the offline model, every label learned once, every event
+predicted).  Outage moments and lengths are seeded.
+"""
+from __future__ import annotations
+
+import random
+import time
+
+from faultkit import (
+    check_end_state,
+    log_lines,
+    make_stream,
+    metric,
+    serve_env,
+    start_serve,
+    stop_clean,
+    stored_progress,
+    tail,
+)
+from services import unique_name, wait_until
+from streammoe.state.redis_store import RedisStore
+
+N_EVENTS = 20_000
+SEED = 7_2026
+
+
+def _wait_progress(store, names, proc, log, at_least: int, timeout: float = 240) -> None:
+    reached = wait_until(lambda: stored_progress(store, names) >= at_least or proc.poll() is not None,
+                         timeout, interval=0.02)
+    assert reached and proc.poll() is None, (stored_progress(store, names), tail(log))
+
+
+def test_redis_killed_and_restarted_mid_run_the_daemon_waits_and_resumes(
+        kafka_broker, redis_factory, tmp_path):
+    redis = redis_factory(appendonly=True)  # appendfsync always: an acknowledged commit survives
+    events, topics = make_stream(kafka_broker, N_EVENTS, seed=11)
+    model = unique_name("m")
+    names = [f"{model}/{topics['input_topic']}/{p}" for p in range(2)]
+    store = RedisStore.from_url(redis.url)
+    log = tmp_path / "serve.log"
+    env = serve_env(kafka_broker, redis.url, topics, unique_name("g"), model,
+                    STREAMMOE_REDIS__RETRY_BASE_S="0.05", STREAMMOE_REDIS__RETRY_CAP_S="1.0")
+    total = 2 * N_EVENTS
+    rng = random.Random(SEED)
+    proc = start_serve(env, log)
+    try:
+        for lo, hi in ((0.2, 0.4), (0.55, 0.75)):  # two outages, each at a seeded moment
+            _wait_progress(store, names, proc, log, int(total * rng.uniform(lo, hi)))
+            time.sleep(rng.uniform(0.0, 0.25))  # somewhere between two checkpoints
+            assert stored_progress(store, names) < total, "the stream ended before the outage"
+            redis.kill()
+            time.sleep(rng.uniform(2.0, 3.0))
+            assert proc.poll() is None, "the daemon exited while Redis was down:\n" + tail(log)
+            redis.start()
+        done = wait_until(lambda: stored_progress(store, names) == total or proc.poll() is not None, 240, 0.05)
+        assert done and proc.poll() is None, (stored_progress(store, names), tail(log))
+        retries = metric(log, "streammoe_store_retries_total", '{op="checkpoint"}')
+        assert retries is not None and retries >= 2, f"no checkpoint retry counted ({retries}):\n{tail(log)}"
+    finally:
+        stop_clean(proc, log)
+
+    resumed = [r for r in log_lines(log) if r.get("msg", "").startswith("Redis reachable again")]
+    assert len(resumed) >= 2, tail(log)
+    preds = check_end_state(store, names, events, kafka_broker, topics["predictions_topic"])
+    # the daemon never restarted nor reloaded: no event was predicted twice
+    assert len(preds) == N_EVENTS
+    for name in names:
+        assert store.load(name).epoch == 1  # one owner from start to end: nothing was re-claimed
+
+
+def test_broker_killed_and_restarted_mid_run_the_daemon_reconnects_and_resumes(
+        restartable_broker, redis_server, tmp_path):
+    broker = restartable_broker
+    events, topics = make_stream(broker.bootstrap, N_EVENTS, seed=13)
+    model = unique_name("m")
+    names = [f"{model}/{topics['input_topic']}/{p}" for p in range(2)]
+    store = RedisStore.from_url(redis_server.url)
+    log = tmp_path / "serve.log"
+    env = serve_env(broker.bootstrap, redis_server.url, topics, unique_name("g"), model)
+    total = 2 * N_EVENTS
+    rng = random.Random(SEED + 1)
+    proc = start_serve(env, log)
+    try:
+        _wait_progress(store, names, proc, log, int(total * rng.uniform(0.25, 0.5)))
+        time.sleep(rng.uniform(0.0, 0.25))
+        at_kill = stored_progress(store, names)
+        assert at_kill < total, "the stream ended before the outage"
+        broker.kill()
+        time.sleep(rng.uniform(2.0, 3.0))
+        assert proc.poll() is None, "the daemon exited while the broker was down:\n" + tail(log)
+        broker.start()  # same port, same bucket: topics, records and committed groups are back
+        done = wait_until(lambda: stored_progress(store, names) == total or proc.poll() is not None, 240, 0.05)
+        assert done and proc.poll() is None, (stored_progress(store, names), tail(log))
+    finally:
+        stop_clean(proc, log)
+
+    check_end_state(store, names, events, broker.bootstrap, topics["predictions_topic"])
