@@ -7,8 +7,14 @@ End checks (:func:`check_end_state`), after the stream is fully processed:
   learning) and no event is left waiting for its label;
 * every event id has at least one prediction (at-least-once predictions).
 
-The offline reference: the daemon predicts each event and learns its label ``DELAY`` events
-later (:func:`offline_interleaved`).  Predicting changes no state, so the stored state only
+The stream: SEA events on ``PARTITIONS`` partitions; labels on the labels topic, in blocks -
+the labels of events ``[kB, (k+1)B)`` are sent after event ``(k+1)B - 1 + DELAY``, with its
+timestamp (:func:`label_after`).  Blocks keep many events waiting for their labels (so every
+checkpoint carries pending events) and let the daemon work in runs of a few hundred records
+instead of alternating single events and labels, which makes 100k events affordable in a test.
+
+The offline reference: the daemon predicts each event and learns each label right after the
+event it was sent after (:func:`offline_interleaved`).  Predicting changes no state, so the stored state only
 depends on the labelled events of the partition, learned in order - which the compiled
 windowed path computes ~20x faster (:func:`offline_fast`).  :func:`check_end_state` proves
 that shortcut on a prefix of the same stream each time, bit for bit, before relying on it.
@@ -31,32 +37,38 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from services import unique_name
 from streammoe import DriftMoE
 from streammoe.connectors import open_source
-from streammoe.service.generate import generate
+from streammoe.service.generate import json_label
 from streammoe.state.codec import state_digest
 from streammoe.state.redis_store import RedisStore, StoreUnavailableError
 from streammoe.testing.services import create_topics
 
 PARTITIONS = 2
-DELAY = 25          # labels arrive 25 events after their event, on the labels topic
+DELAY = 25          # a block of labels arrives 25 events after the last event of the block
+LABEL_BLOCK = 400   # events per block of labels
 PARAMS = {"n_experts": 3, "hidden": 8, "window": 32, "seed": 11}
-PROOF_EVENTS = 3_000  # prefix on which the fast reference is checked against the interleaved one
+PROOF_EVENTS = 2_000  # prefix on which the fast reference is checked against the interleaved one
 REPO = Path(__file__).resolve().parents[1]
+
+
+def label_after(j: int, n: int) -> int:
+    """Index of the event after which the label of event ``j`` is sent (the last event for
+    labels due beyond the end of an ``n``-event stream)."""
+    return min((j // LABEL_BLOCK + 1) * LABEL_BLOCK - 1 + DELAY, n - 1)
 
 
 def offline_interleaved(events: list, p: int) -> DriftMoE:
     """What partition ``p`` must hold, the way the daemon gets there: its events predicted in
-    order, each label learned right after event ``j + DELAY`` (the last ``DELAY`` at the end)."""
+    order, each label learned right after the event it was sent after (events first on ties)."""
     model = DriftMoE(**PARAMS)
     n = len(events)
+    j = 0  # next label to send; label_after is non-decreasing in j
     for i, (x, _) in enumerate(events):
         if i % PARTITIONS == p:
             model.predict_proba_one(x)
-        j = i - DELAY
-        if j >= 0 and j % PARTITIONS == p:
-            model.learn_one(*events[j])
-    for j in range(max(0, n - DELAY), n):
-        if j % PARTITIONS == p:
-            model.learn_one(*events[j])
+        while j < n and label_after(j, n) == i:
+            if j % PARTITIONS == p:
+                model.learn_one(*events[j])
+            j += 1
     return model
 
 
@@ -70,17 +82,30 @@ def offline_fast(events: list, p: int) -> DriftMoE:
 
 
 def make_stream(bootstrap: str, n_events: int, seed: int = 7) -> tuple[list, dict]:
-    """Create the four topics, write ``n_events`` SEA events with delayed labels; returns
+    """Create the four topics, write ``n_events`` SEA events (ids ``e-<i>``, event time
+    ``1000 + i / 100`` s) and their labels in blocks (:func:`label_after`); returns
     ``(events, topics)`` with ``topics`` keyed by the daemon's setting names."""
     topics = {"input_topic": unique_name("in"), "labels_topic": unique_name("lab"),
               "predictions_topic": unique_name("pred"), "deadletter_topic": unique_name("dlq")}
     create_topics(bootstrap, {topics["input_topic"]: PARTITIONS, topics["labels_topic"]: PARTITIONS,
                               topics["predictions_topic"]: 1, topics["deadletter_topic"]: 1})
     events = list(open_source("sea_g", n=n_events, seed=seed))
+    n = len(events)
     producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=50, batch_size=512 * 1024)
     try:
-        generate(events, producer, topics["input_topic"], partitions=PARTITIONS, labels="delayed",
-                 labels_topic=topics["labels_topic"], delay=DELAY, ts_start=1_000.0, ts_step=0.01)
+        j = 0
+        for i, (x, _) in enumerate(events):
+            ts = 1_000.0 + i * 0.01
+            ts_ms = int(round(ts * 1000))
+            body = {"id": f"e-{i}", "x": {str(k): float(v) for k, v in x.items()}, "ts": ts}
+            producer.send(topics["input_topic"], json.dumps(body, separators=(",", ":")).encode(),
+                          partition=i % PARTITIONS, timestamp_ms=ts_ms)
+            while j < n and label_after(j, n) == i:
+                label = {"id": f"e-{j}", "y": json_label(events[j][1])}
+                producer.send(topics["labels_topic"], json.dumps(label, separators=(",", ":")).encode(),
+                              partition=j % PARTITIONS, timestamp_ms=ts_ms)
+                j += 1
+        producer.flush()
     finally:
         producer.close()
     return events, topics
@@ -92,8 +117,10 @@ def serve_env(kafka_broker: str, redis_url: str, topics: dict, group: str, model
     env.update({
         "PYTHONPATH": os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]),
         "STREAMMOE_KAFKA__BOOTSTRAP_SERVERS": kafka_broker, "STREAMMOE_KAFKA__GROUP_ID": group,
-        "STREAMMOE_KAFKA__SESSION_TIMEOUT_MS": "6000", "STREAMMOE_KAFKA__HEARTBEAT_INTERVAL_MS": "1000",
-        "STREAMMOE_KAFKA__MAX_POLL_INTERVAL_MS": "10000", "STREAMMOE_KAFKA__MAX_POLL_RECORDS": "500",
+        # short group timeouts: a restarted daemon gets its partitions once the killed member's
+        # session (or the rebalance timeout, max_poll_interval) runs out
+        "STREAMMOE_KAFKA__SESSION_TIMEOUT_MS": "4000", "STREAMMOE_KAFKA__HEARTBEAT_INTERVAL_MS": "800",
+        "STREAMMOE_KAFKA__MAX_POLL_INTERVAL_MS": "6000", "STREAMMOE_KAFKA__MAX_POLL_RECORDS": "500",
         **{f"STREAMMOE_KAFKA__{k.upper()}": v for k, v in topics.items()},
         "STREAMMOE_REDIS__URL": redis_url, "STREAMMOE_MODEL__NAME": model,
         "STREAMMOE_MODEL__PARAMS": json.dumps(PARAMS),

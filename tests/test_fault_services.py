@@ -79,7 +79,10 @@ def test_broker_killed_and_restarted_mid_run_the_daemon_reconnects_and_resumes(
     names = [f"{model}/{topics['input_topic']}/{p}" for p in range(2)]
     store = RedisStore.from_url(redis_server.url)
     log = tmp_path / "serve.log"
-    env = serve_env(broker.bootstrap, redis_server.url, topics, unique_name("g"), model)
+    # the producer reconnects with its own backoff, so the first flush after the restart can take
+    # a few seconds: a longer poll interval keeps that from also causing a rebalance
+    env = serve_env(broker.bootstrap, redis_server.url, topics, unique_name("g"), model,
+                    STREAMMOE_KAFKA__MAX_POLL_INTERVAL_MS="15000")
     total = 2 * N_EVENTS
     rng = random.Random(SEED + 1)
     proc = start_serve(env, log)
@@ -91,6 +94,8 @@ def test_broker_killed_and_restarted_mid_run_the_daemon_reconnects_and_resumes(
         broker.kill()
         time.sleep(rng.uniform(2.0, 3.0))
         assert proc.poll() is None, "the daemon exited while the broker was down:\n" + tail(log)
+        # checkpoints wait for the predictions to be delivered: the stream cannot end without the broker
+        assert stored_progress(store, names) < total
         broker.start()  # same port, same bucket: topics, records and committed groups are back
         done = wait_until(lambda: stored_progress(store, names) == total or proc.poll() is not None, 240, 0.05)
         assert done and proc.poll() is None, (stored_progress(store, names), tail(log))

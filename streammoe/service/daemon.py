@@ -319,6 +319,10 @@ class Daemon:
                 try:
                     if checkpoint and self.owners:
                         self._checkpoint(list(self.owners.values()), reason="shutdown")
+                        if self._store_backoff.failing:
+                            checkpoint = False
+                            log_event(log, logging.ERROR, "final checkpoint failed: Redis is unreachable; the next "
+                                      "owner re-processes from the last checkpoint")
                 except Exception as exc:
                     checkpoint = False
                     if self.error is None:

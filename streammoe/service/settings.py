@@ -231,6 +231,8 @@ class RedisSettings(_Section):
             raise ValueError("Redis TLS files are set but the url is not rediss://")
         if bool(self.ssl_certfile) != bool(self.ssl_keyfile):
             raise ValueError("redis ssl_certfile and ssl_keyfile go together")
+        if self.retry_cap_s < self.retry_base_s:
+            raise ValueError(f"redis retry_cap_s ({self.retry_cap_s}) must be >= retry_base_s ({self.retry_base_s})")
         return self
 
     def client_kwargs(self) -> dict[str, Any]:
