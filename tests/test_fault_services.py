@@ -7,7 +7,10 @@ predicted).  Outage moments and lengths are seeded.
 from __future__ import annotations
 
 import random
+import threading
 import time
+
+import pytest
 
 from faultkit import (
     check_end_state,
@@ -21,7 +24,9 @@ from faultkit import (
     tail,
 )
 from services import unique_name, wait_until
-from streammoe.state.redis_store import RedisStore
+from streammoe.service.daemon import Daemon, make_store
+from streammoe.service.settings import Settings
+from streammoe.state.redis_store import RedisStore, StoreUnavailableError
 
 N_EVENTS = 20_000
 SEED = 7_2026
@@ -103,3 +108,33 @@ def test_broker_killed_and_restarted_mid_run_the_daemon_reconnects_and_resumes(
         stop_clean(proc, log)
 
     check_end_state(store, names, events, broker.bootstrap, topics["predictions_topic"])
+
+
+def test_claiming_a_partition_waits_for_redis_then_gives_up_after_retry_max_s(redis_factory):
+    """The blocking path (a partition assigned while Redis is down): retried with the backoff,
+    counted, and bounded by ``redis.retry_max_s``."""
+    redis = redis_factory(appendonly=True)
+    settings = Settings.load(kafka=dict(bootstrap_servers="127.0.0.1:1", input_topic="in", group_id="g"),
+                             redis=dict(url=redis.url, retry_base_s=0.05, retry_cap_s=0.4, retry_max_s=20),
+                             log_json=False)
+    store = make_store(settings)
+    daemon = Daemon(settings, store=store)  # not started: only its Redis retry path is used here
+    name = unique_name("claim")
+    redis.kill()
+    threading.Timer(1.5, redis.start).start()  # Redis is back after 1.5 s
+    t0 = time.monotonic()
+    epoch = daemon._retrying("claim", lambda: store.claim(name))
+    assert epoch >= 1 and store.epoch(name) == epoch
+    assert time.monotonic() - t0 >= 1.0
+    retries = daemon.metrics.registry.get_sample_value("streammoe_store_retries_total", {"op": "claim"})
+    assert retries >= 2 and not daemon._store_backoff.failing
+
+    quick = Daemon(Settings.load(kafka=dict(bootstrap_servers="127.0.0.1:1", input_topic="in", group_id="g"),
+                                 redis=dict(url=redis.url, retry_base_s=0.05, retry_cap_s=0.1, retry_max_s=1.0),
+                                 log_json=False), store=store)
+    redis.kill()
+    t0 = time.monotonic()
+    with pytest.raises(StoreUnavailableError):
+        quick._retrying("claim", lambda: store.claim(name))
+    assert 1.0 <= time.monotonic() - t0 < 10.0
+    redis.start()
