@@ -84,10 +84,15 @@ def test_broker_killed_and_restarted_mid_run_the_daemon_reconnects_and_resumes(
     names = [f"{model}/{topics['input_topic']}/{p}" for p in range(2)]
     store = RedisStore.from_url(redis_server.url)
     log = tmp_path / "serve.log"
-    # the producer reconnects with its own backoff, so the first flush after the restart can take
-    # a few seconds: a longer poll interval keeps that from also causing a rebalance
+    # The producer reconnects with its own backoff, so the first flush after the restart can take
+    # a few seconds: a longer poll interval keeps that from also causing a rebalance.
+    # Idempotence off: across its SIGKILL, Tansu 0.6.0 on S3 can lose an acknowledged batch of an
+    # idempotent producer (the batch acknowledged just before the kill is missing afterwards, and
+    # the retry of the one in flight is answered DUPLICATE_SEQUENCE_NUMBER, which the client counts
+    # as written): seen in 3 of 6 kill/restart trials, 0 of 9 without idempotence.  That is the
+    # test broker's fault, not the daemon's; with real Kafka keep the default (on).
     env = serve_env(broker.bootstrap, redis_server.url, topics, unique_name("g"), model,
-                    STREAMMOE_KAFKA__MAX_POLL_INTERVAL_MS="15000")
+                    STREAMMOE_KAFKA__MAX_POLL_INTERVAL_MS="15000", STREAMMOE_KAFKA__ENABLE_IDEMPOTENCE="false")
     total = 2 * N_EVENTS
     rng = random.Random(SEED + 1)
     proc = start_serve(env, log)

@@ -95,6 +95,8 @@ class KafkaSettings(_Section):
     max_poll_interval_ms: int = Field(300_000, gt=0)
     request_timeout_ms: int = Field(30_000, gt=0)
     acks: Literal["all", "1", "0"] = "all"
+    enable_idempotence: bool = Field(True, description="idempotent producer (no duplicates or reordering on "
+                                     "retries); turn off only for a broker that mishandles it")
     linger_ms: int = Field(5, ge=0)
     compression_type: Optional[Literal["gzip", "snappy", "lz4", "zstd"]] = None
     max_request_size: int = Field(1_048_576, gt=0, description="largest record the producer sends, bytes")
@@ -183,6 +185,7 @@ class KafkaSettings(_Section):
         kw = self.common_kwargs()
         kw.update(
             acks="all" if self.acks == "all" else int(self.acks),
+            enable_idempotence=self.enable_idempotence,
             linger_ms=self.linger_ms,
             max_request_size=self.max_request_size,
         )

