@@ -126,9 +126,11 @@ def test_claiming_a_partition_waits_for_redis_then_gives_up_after_retry_max_s(re
     daemon = Daemon(settings, store=store)  # not started: only its Redis retry path is used here
     name = unique_name("claim")
     redis.kill()
-    threading.Timer(1.5, redis.start).start()  # Redis is back after 1.5 s
+    restart = threading.Timer(1.5, redis.start)  # Redis is back after 1.5 s
+    restart.start()
     t0 = time.monotonic()
     epoch = daemon._retrying("claim", lambda: store.claim(name))
+    restart.join()  # start() has returned: the kill below cannot race it
     assert epoch >= 1 and store.epoch(name) == epoch
     assert time.monotonic() - t0 >= 1.0
     retries = daemon.metrics.registry.get_sample_value("streammoe_store_retries_total", {"op": "claim"})
