@@ -14,9 +14,11 @@ import pytest
 
 from streammoe.testing.services import (
     RedisServer,
+    S3Server,
     ServiceError,
     TansuBroker,
     create_topics,
+    find_moto_server,
     find_redis_server,
     find_tansu,
     redis_supports_tls,
@@ -35,7 +37,7 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         names = getattr(item, "fixturenames", ())
-        if "kafka_broker" in names or "topic_factory" in names:
+        if "kafka_broker" in names or "topic_factory" in names or "restartable_broker" in names:
             item.add_marker(pytest.mark.kafka)
         if any(n in names for n in ("redis_server", "redis_factory", "redis_client", "redis_tls_binary")):
             item.add_marker(pytest.mark.redis)
@@ -50,6 +52,30 @@ def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> str:
         pytest.skip(f"Kafka tests need the Tansu broker: {exc}")
     broker = TansuBroker(workdir=tmp_path_factory.mktemp("tansu"), binary=binary).start()
     yield broker.bootstrap
+    broker.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> S3Server:
+    """moto's S3 server: the storage that lets a Tansu broker survive its own restart."""
+    if not find_moto_server():
+        pytest.skip("broker-restart tests need moto's S3 server: pip install 'moto[s3]' flask flask-cors")
+    server = S3Server(workdir=tmp_path_factory.mktemp("s3")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def restartable_broker(tmp_path_factory: pytest.TempPathFactory, s3_server: S3Server) -> TansuBroker:
+    """A Tansu broker of its own whose data lives in a fresh S3 bucket: ``kill()`` then
+    ``start()`` brings it back on the same port with its topics, records and groups."""
+    try:
+        binary = find_tansu()
+    except ServiceError as exc:
+        pytest.skip(f"Kafka tests need the Tansu broker: {exc}")
+    broker = TansuBroker(workdir=tmp_path_factory.mktemp("tansu-s3"), binary=binary, s3=s3_server,
+                         bucket=unique_name("tansu").replace("_", "-").lower()).start()
+    yield broker
     broker.stop()
 
 

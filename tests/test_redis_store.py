@@ -18,6 +18,7 @@ from streammoe.state.redis_store import (
     CommitResult,
     FencedError,
     RedisStore,
+    StateLostError,
     StoreUnavailableError,
 )
 
@@ -121,6 +122,23 @@ def test_fencing_refuses_a_stale_writer(store):
     assert store.epoch(name) == new + 5
     with pytest.raises(FencedError):
         store.commit(name, {}, {}, new)
+
+
+def test_require_epoch_refuses_to_write_over_a_state_redis_lost(store, redis_client):
+    """A daemon commits only changed parts on top of what it loaded; if Redis came back empty
+    (no persistence) that would store a partial model, so the commit is refused instead."""
+    name = unique_name("lost")
+    epoch = store.claim(name)
+    store.commit(name, _parts(), {"t:0": 5}, epoch, require_epoch=True)
+    redis_client.delete(store.key(name))  # what a restart without AOF/snapshot leaves
+    with pytest.raises(StateLostError) as info:
+        store.commit(name, {"expert/1": b"changed"}, {"t:0": 9}, epoch, require_epoch=True)
+    assert info.value.stored_epoch == 0 and info.value.epoch == epoch
+    assert redis_client.exists(store.key(name)) == 0  # nothing partial written
+    store.claim(name)
+    store.claim(name)  # stored epoch 2
+    with pytest.raises(FencedError):  # a lower epoch is still fenced, not "lost"
+        store.commit(name, {}, {}, 1, require_epoch=True)
 
 
 def test_offsets_are_never_seen_without_their_state(store, redis_client):

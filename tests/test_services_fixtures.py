@@ -7,6 +7,8 @@ import time
 
 import pytest
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from services import TEST_CONSUMER_CONFIG, consume_in_group, unique_name
 from streammoe.testing.services import (
@@ -135,6 +137,33 @@ def test_extra_redis_with_aof_survives_restart(redis_factory):
     server.client().set("durable", b"yes")
     server.restart()
     assert server.client().get("durable") == b"yes"
+
+
+def test_extra_redis_with_aof_survives_sigkill(redis_factory):
+    server = redis_factory(appendonly=True)
+    port = server.port
+    server.client().set("durable", b"acknowledged")  # appendfsync always: on disk before the reply
+    server.kill()
+    with pytest.raises(redis.exceptions.ConnectionError):
+        server.client(socket_connect_timeout=1, retry=Retry(NoBackoff(), 0)).ping()
+    server.start()
+    assert server.port == port and server.client().get("durable") == b"acknowledged"
+
+
+def test_restartable_broker_keeps_topics_records_and_group_offsets_across_sigkill(restartable_broker):
+    broker = restartable_broker
+    topic, group = unique_name("persist"), unique_name("g")
+    create_topics(broker.bootstrap, {topic: 2})
+    produce_values(broker.bootstrap, topic, [f"v{i}".encode() for i in range(50)])
+    first = consume_in_group(broker.bootstrap, topic, group, 50)
+    port = broker.port
+    broker.kill()
+    broker.start()
+    assert broker.port == port
+    assert sorted(r.value for r in read_topic(broker.bootstrap, topic, 50)) == sorted(f"v{i}".encode() for i in range(50))
+    produce_values(broker.bootstrap, topic, [b"after"])
+    assert [r.value for r in consume_in_group(broker.bootstrap, topic, group, 1)] == [b"after"]  # offsets kept
+    assert len(first) == 50
 
 
 def test_start_failure_quotes_the_log(tmp_path):

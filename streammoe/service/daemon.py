@@ -28,6 +28,27 @@ What happens, in order:
 
 Redis is the source of truth for offsets; committing them to Kafka as well
 (``serve.commit_kafka_offsets``) only feeds lag tools.
+
+Redis unreachable (restarted, failed over, network cut) - the daemon waits, it does not exit:
+
+* A checkpoint that fails with a connection error is counted
+  (``streammoe_checkpoint_failures``, ``streammoe_store_retries{op="checkpoint"}``), logged,
+  and retried after a capped exponential backoff (``redis.retry_base_s`` doubling up to
+  ``redis.retry_cap_s``).  Meanwhile the daemon keeps polling Kafka (it stays in its group)
+  but processes nothing, so the work at risk stays bounded by one checkpoint interval.  When a
+  retry succeeds, processing resumes where it stopped.
+* Did the failed commit land?  The daemon cannot know (Redis may have run the script and died
+  before answering) and does not need to: the retry commits a superset of the same changes -
+  every changed part as a whole blob, absolute offsets, the pending events added and removed
+  since the last *acknowledged* commit - and each of those writes is idempotent, so applying
+  the lost commit zero or one time before the retry ends in the same stored state.  Nothing is
+  learned twice, nothing is reloaded, no prediction is made again.
+* The commit requires the stored epoch to equal the owner's: if Redis came back *without* the
+  data (no AOF/snapshot, or flushed), the commit is refused (``StateLostError``) and the daemon
+  stops with an error rather than writing a partial state over nothing.
+* Claiming a partition (on assignment) retries with the same backoff for at most
+  ``redis.retry_max_s``, then the daemon stops with an error.  A claim that landed but whose
+  answer was lost only makes the epoch skip a number; fencing needs it to grow, nothing more.
 """
 from __future__ import annotations
 
@@ -37,6 +58,7 @@ import time
 from typing import Any, Callable, Optional
 
 from .align import EVENTS, LABELS, Aligner
+from .backoff import Backoff
 from .deadletter import encode_dead_letter
 from .logs import log_event
 from .metrics import DaemonMetrics, HttpServer
@@ -180,7 +202,7 @@ class Daemon:
         self._send_errors = 0
         self._send_error: Optional[str] = None
         self._last_loop = time.monotonic()
-        self._ckpt_failing_since: Optional[float] = None
+        self._store_backoff = Backoff(settings.redis.retry_base_s, settings.redis.retry_cap_s)
         self._rate_mark = (time.monotonic(), 0)
         self._next_refresh = 0.0
         self._kafka_commit: dict = {}
@@ -307,6 +329,10 @@ class Daemon:
                 try:
                     if checkpoint and self.owners:
                         self._checkpoint(list(self.owners.values()), reason="shutdown")
+                        if self._store_backoff.failing:
+                            checkpoint = False
+                            log_event(log, logging.ERROR, "final checkpoint failed: Redis is unreachable; the next "
+                                      "owner re-processes from the last checkpoint")
                 except Exception as exc:
                     checkpoint = False
                     if self.error is None:
@@ -341,19 +367,27 @@ class Daemon:
 
     # --- the loop --------------------------------------------------------------------------
     def _step(self) -> None:
+        backoff = self._store_backoff
         busy = any(a.events or a.labels for a in list(self._aligners.values()))
         timeout = 20 if busy else self.settings.serve.poll_timeout_ms
+        if backoff.failing:  # nothing to process until Redis is back: poll until the next retry
+            timeout = int(min(self.settings.serve.poll_timeout_ms,
+                              max(1.0, 1000 * (backoff.next_try - time.monotonic()))))
         records = self._consumer.poll(timeout_ms=timeout)
         if self._fatal is not None:
             raise self._fatal
         with self._lock:
             self._enqueue(records)
-            self._process()
+            if backoff.failing:
+                if backoff.ready():
+                    self._retry_store()
+            else:
+                self._process()
             self._producer.ship()
             now = time.monotonic()
             due = [o for o in self.owners.values()
                    if o.due(self.settings.checkpoint.every_events, self.settings.checkpoint.every_seconds, now)]
-            if due:
+            if due and not backoff.failing:
                 self._checkpoint(due, reason="policy")
         self._commit_kafka()
         self._last_loop = time.monotonic()
@@ -408,6 +442,8 @@ class Daemon:
                     self._checkpoint([owner], reason="policy")
                     if p not in self.owners:
                         break  # fenced
+                    if self._store_backoff.failing:
+                        return  # Redis is unreachable: process nothing more until a retry succeeds
 
     def _tps(self, p: int) -> tuple:
         from kafka import TopicPartition
@@ -441,8 +477,13 @@ class Daemon:
                               f"restart re-processes them")
 
     def _checkpoint(self, owners: list, reason: str) -> None:
-        """Flush the producer, then commit each owner (see :meth:`PartitionOwner.checkpoint`)."""
-        from ..state.redis_store import FencedError, StoreUnavailableError
+        """Flush the producer, then commit each owner (see :meth:`PartitionOwner.checkpoint`).
+
+        Redis unreachable: the failure is counted and logged, the remaining owners are not
+        tried (they share the one Redis), and the backoff schedules the retry (see the module
+        docstring for why retrying the same changes is safe).  Redis back without our data:
+        :class:`DaemonError`."""
+        from ..state.redis_store import FencedError, StateLostError, StoreUnavailableError
 
         self._flush()
         for owner in owners:
@@ -454,20 +495,68 @@ class Daemon:
             except FencedError as exc:
                 self._drop_fenced(owner, exc)
                 continue
+            except StateLostError as exc:
+                raise DaemonError(f"{exc}; stopping without writing so nothing partial is stored (run Redis "
+                                  f"with persistence, e.g. appendonly yes)") from exc
             except StoreUnavailableError as exc:
                 self.metrics.checkpoint_failures.inc()
-                if self._ckpt_failing_since is None:
-                    self._ckpt_failing_since = time.monotonic()
-                log_event(log, logging.WARNING, f"checkpoint failed, will retry: {exc}", partition=owner.partition)
-                owner.last_checkpoint = time.monotonic()  # retry after another interval, not every loop
-                continue
+                self._store_failed("checkpoint", exc, partition=owner.partition, reason=reason)
+                return
             dt = time.perf_counter() - t0
-            self._ckpt_failing_since = None
+            self._store_ok()
             self.metrics.checkpoints.inc()
             self.metrics.checkpoint_seconds.observe(dt)
             self._queue_kafka_commit(owner)
             log_event(log, logging.DEBUG, "checkpoint", partition=owner.partition, epoch=owner.epoch,
                       offsets=dict(owner.offsets), pending=len(owner.pending), seconds=round(dt, 4), reason=reason)
+
+    def _store_failed(self, op: str, exc: BaseException, **fields: Any) -> float:
+        """Count and log a failed Redis operation; returns the wait before the next attempt."""
+        wait = self._store_backoff.failure()
+        self.metrics.store_retries.labels(op).inc()
+        log_event(log, logging.WARNING, f"Redis unreachable, {op} will be retried: {exc}", op=op,
+                  attempt=self._store_backoff.failures, retry_in_s=round(wait, 3), **fields)
+        return wait
+
+    def _store_ok(self) -> None:
+        failures = self._store_backoff.failures
+        down = self._store_backoff.success()
+        if down is not None:
+            log_event(log, logging.INFO, "Redis reachable again, resuming", failed_attempts=failures,
+                      outage_s=round(down, 3))
+
+    def _retry_store(self) -> None:
+        """The backoff expired: commit what is waiting, or (nothing to commit, e.g. the
+        partition was revoked meanwhile) just PING, so processing resumes either way."""
+        from ..state.redis_store import StoreUnavailableError
+
+        changed = [o for o in self.owners.values() if o.changed]
+        if changed:
+            self._checkpoint(changed, reason="retry")
+            return
+        try:
+            self.store.ping()
+        except StoreUnavailableError as exc:
+            self._store_failed("ping", exc)
+            return
+        self._store_ok()
+
+    def _retrying(self, op: str, fn: Callable[[], Any], **fields: Any) -> Any:
+        """``fn()``, retried with the backoff while Redis is unreachable, for at most
+        ``redis.retry_max_s`` (then the last error is raised); for calls that must block."""
+        from ..state.redis_store import StoreUnavailableError
+
+        deadline = time.monotonic() + self.settings.redis.retry_max_s
+        while True:
+            try:
+                out = fn()
+            except StoreUnavailableError as exc:
+                if self._stop.is_set() or time.monotonic() >= deadline:
+                    raise
+                time.sleep(min(self._store_failed(op, exc, **fields), max(0.0, deadline - time.monotonic())))
+                continue
+            self._store_ok()
+            return out
 
     def _queue_kafka_commit(self, owner: PartitionOwner) -> None:
         if not self.settings.serve.commit_kafka_offsets:
@@ -534,7 +623,8 @@ class Daemon:
             if p in self.owners:
                 continue
             try:
-                owner = PartitionOwner.open(self.store, self.cfg, p, self._from_parts)
+                owner = self._retrying("claim", lambda: PartitionOwner.open(self.store, self.cfg, p, self._from_parts),
+                                       partition=p)
             except (ValueError, KeyError) as exc:  # StateFormatError (HMAC, not our format) is a ValueError
                 self._refuse_state(p, exc)
             with_labels = k.labels_topic is not None and p in label_parts
@@ -661,8 +751,9 @@ class Daemon:
             problems.append(f"main loop silent for {loop_age:.0f} s")
         if self.fenced:
             problems.append(f"fenced partitions {sorted(self.fenced)}: another owner took them")
-        if self._ckpt_failing_since is not None and now - self._ckpt_failing_since > ckpt_limit:
-            problems.append(f"checkpoints failing for {now - self._ckpt_failing_since:.0f} s")
+        since = self._store_backoff.failing_since
+        if since is not None and now - since > ckpt_limit:
+            problems.append(f"Redis unreachable for {now - since:.0f} s (checkpoints waiting)")
         info = {"status": "ok" if not problems else "unhealthy", "problems": problems,
                 "partitions": sorted(self.owners), "fenced": sorted(self.fenced),
                 "last_loop_age_s": round(loop_age, 3)}

@@ -52,6 +52,9 @@ class DaemonMetrics:
         self.checkpoints = Counter("streammoe_checkpoints", "Checkpoints written", registry=r)
         self.checkpoint_failures = Counter("streammoe_checkpoint_failures",
                                            "Checkpoints that failed (Redis unreachable)", registry=r)
+        self.store_retries = Counter("streammoe_store_retries",
+                                     "Redis operations that failed because Redis was unreachable and were "
+                                     "retried after a backoff, by operation", ["op"], registry=r)
         self.checkpoint_seconds = Histogram("streammoe_checkpoint_duration_seconds",
                                             "Time to write one checkpoint", registry=r)
         self.fenced = Counter("streammoe_fenced", "Partitions dropped because a newer owner claimed them",

@@ -465,8 +465,10 @@ class PartitionOwner:
     def checkpoint(self, store: Any, sink: Sink) -> CommitResult:
         """Commit changed parts, offsets, pending changes and counters atomically, fenced by
         this owner's epoch.  Raises ``FencedError`` when another owner took over (nothing is
-        written then) and ``StoreUnavailableError`` when Redis is unreachable (the changes
-        stay pending for the next attempt)."""
+        written then), ``StateLostError`` when Redis no longer holds the state this owner
+        loaded, and ``StoreUnavailableError`` when Redis is unreachable: then the changes stay
+        pending and the next attempt sends them again, with whatever changed since (every
+        write is idempotent, so it does not matter whether the failed one landed)."""
         parts: dict[str, bytes] = {}
         remove: list[str] = []
         written: dict[Optional[str], set[str]] = {}
@@ -485,7 +487,7 @@ class PartitionOwner:
                 extra[GUARD_EXTRA + ("" if mkey is None else quote(mkey, safe=""))] = guard.to_blob()
         put, dels = self.pending.changes()
         result = store.commit(self.name, parts, dict(self.offsets), self.epoch, extra, remove=remove,
-                              pending_put=put, pending_del=dels)
+                              pending_put=put, pending_del=dels, require_epoch=True)
         for mkey, model in self.models.items():
             model.mark_clean()
             names = self._stored.setdefault(mkey, set())

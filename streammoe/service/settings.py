@@ -118,6 +118,8 @@ class KafkaSettings(_Section):
     max_poll_interval_ms: int = Field(300_000, gt=0)
     request_timeout_ms: int = Field(30_000, gt=0)
     acks: Literal["all", "1", "0"] = "all"
+    enable_idempotence: bool = Field(True, description="idempotent producer (no duplicates or reordering on "
+                                     "retries); turn off only for a broker that mishandles it")
     linger_ms: int = Field(5, ge=0)
     compression_type: Optional[Literal["gzip", "snappy", "lz4", "zstd"]] = None
     max_request_size: int = Field(1_048_576, gt=0, description="largest record the producer sends, bytes")
@@ -211,6 +213,7 @@ class KafkaSettings(_Section):
         kw = self.common_kwargs()
         kw.update(
             acks="all" if self.acks == "all" else int(self.acks),
+            enable_idempotence=self.enable_idempotence,
             linger_ms=self.linger_ms,
             max_request_size=self.max_request_size,
         )
@@ -235,6 +238,10 @@ class RedisSettings(_Section):
     key_prefix: str = "smoe"
     hmac_key: Optional[SecretStr] = Field(None, description="signs state blobs; >= 16 characters")
     socket_timeout_s: float = Field(5.0, gt=0)
+    retry_base_s: float = Field(0.1, gt=0, description="first wait after Redis was unreachable; doubles per failure")
+    retry_cap_s: float = Field(5.0, gt=0, description="longest wait between two attempts to reach Redis")
+    retry_max_s: float = Field(120.0, gt=0, description="how long claiming a partition retries before the "
+                               "daemon gives up (checkpoints retry for as long as the daemon runs)")
 
     @field_validator("url")
     @classmethod
@@ -264,6 +271,8 @@ class RedisSettings(_Section):
                              ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile"))
         if self.username and self.password is None and "@" not in self.url:
             raise ValueError("redis username is set without a password (an ACL user needs both)")
+        if self.retry_cap_s < self.retry_base_s:
+            raise ValueError(f"redis retry_cap_s ({self.retry_cap_s}) must be >= retry_base_s ({self.retry_base_s})")
         return self
 
     def client_kwargs(self) -> dict[str, Any]:

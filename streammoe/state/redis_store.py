@@ -39,7 +39,7 @@ import redis
 
 from .codec import StateFormatError, sign, verify
 
-__all__ = ["RedisStore", "Checkpoint", "CommitResult", "FencedError", "StoreUnavailableError"]
+__all__ = ["RedisStore", "Checkpoint", "CommitResult", "FencedError", "StateLostError", "StoreUnavailableError"]
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.:/=@+\-]{1,200}$")
 _PART, _OFFSET, _EXTRA = b"p:", b"o:", b"x:"
@@ -55,6 +55,19 @@ class FencedError(RuntimeError):
         super().__init__(
             f"state of model {name!r} is owned by epoch {stored_epoch}; this writer holds epoch "
             f"{epoch} and lost ownership (its partition was reassigned), so the write was refused"
+        )
+        self.name, self.epoch, self.stored_epoch = name, epoch, stored_epoch
+
+
+class StateLostError(RuntimeError):
+    """A ``require_epoch`` commit found a *lower* stored epoch than the writer's claim: the
+    state the writer loaded is gone (Redis restarted without persistence, or was flushed)."""
+
+    def __init__(self, name: str, epoch: int, stored_epoch: int):
+        super().__init__(
+            f"state of model {name!r} is gone from Redis: this writer claimed epoch {epoch} but Redis "
+            f"now holds epoch {stored_epoch} (restarted without persistence, or flushed), so a commit of "
+            f"only the changed parts would leave a partial state"
         )
         self.name, self.epoch, self.stored_epoch = name, epoch, stored_epoch
 
@@ -116,10 +129,13 @@ local epoch = tonumber(ARGV[1])
 if stored > epoch then
   return {0, stored}
 end
+if ARGV[8] == '1' and stored < epoch then
+  return {2, stored}
+end
 local n_set, n_del = tonumber(ARGV[3]), tonumber(ARGV[4])
 local n_padd, n_pdel = tonumber(ARGV[5]), tonumber(ARGV[6])
 local pmax = tonumber(ARGV[7])
-local i = 8
+local i = 9
 for _ = 1, n_set do
   redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
   i = i + 2
@@ -421,7 +437,7 @@ class RedisStore:
     def commit(self, name: str, parts: Mapping[str, bytes], offsets: Mapping[str, int], epoch: int,
                extra: Mapping[str, bytes] | None = None, *, remove: Iterable[str] = (),
                pending_put: Mapping[str, tuple[bytes, float]] | None = None,
-               pending_del: Iterable[str] = ()) -> CommitResult:
+               pending_del: Iterable[str] = (), require_epoch: bool = False) -> CommitResult:
         """Checkpoint atomically, fenced by ``epoch``.
 
         In ONE Lua script: refuse with :class:`FencedError` if the stored epoch is greater
@@ -432,6 +448,10 @@ class RedisStore:
         ``pending_max``.  Putting pending changes here keeps them consistent with the
         offsets: after a crash, replay from the stored offsets re-creates exactly the
         pending changes that were lost.
+
+        ``require_epoch=True`` (the daemon, which claimed ``epoch`` and commits only changed
+        parts on top of what it loaded) also refuses a stored epoch *below* ``epoch`` with
+        :class:`StateLostError`: Redis lost the state those changes build on.
         """
         pending_put = pending_put or {}
         pending_del = list(pending_del)
@@ -460,11 +480,13 @@ class RedisStore:
             eid = _b(event_id)
             padd += [eid, repr(float(deadline)), self._seal(name, b"pending:", eid, blob)]
         args: list[Any] = [int(epoch), repr(time.time()), len(sets) // 2, len(remove),
-                           len(pending_put), len(pending_del), self.pending_max]
+                           len(pending_put), len(pending_del), self.pending_max, b"1" if require_epoch else b"0"]
         args += sets + [_PART + r for r in remove] + [_b(e) for e in pending_del] + padd
         out = self._commit(keys=[self.key(name), *self._pending_keys(name)], args=args)
         if int(out[0]) == 0:
             raise FencedError(name, int(epoch), int(out[1]))
+        if int(out[0]) == 2:
+            raise StateLostError(name, int(epoch), int(out[1]))
         return CommitResult(epoch=int(out[1]), evicted=[e.decode() for e in out[2:]])
 
     # --- pending events (awaiting a delayed label) -----------------------------------------
