@@ -12,19 +12,27 @@ comes back must be learned again.  This policy keeps what was learned instead:
   useful means accurate on recent data over a long horizon (an exponential moving average of its
   correctness with horizon ``memory`` events): an expert that fits none of the recent concepts
   goes first, ties go to the oldest;
-* **recall**: the router learns which experts are right from every expert's prediction, but it
+* **recall**: the router learns which experts are right from every expert's prediction (frozen
+  ones included: every expert predicts every event and the multi-hot mask covers them all), but it
   takes one Adam step per window, far too slowly to follow an abrupt drift or the return of an
-  old concept.  The policy therefore adds ``-bias * max(0, best - recent(e) - margin)`` to the
-  router's logit of expert ``e``, where ``recent`` is an expert's correctness averaged over the
-  last ~``recent`` events (0 for an expert that knows nothing yet) and ``best`` the highest
-  ``recent`` in the pool: experts far behind the best one stop answering.  Frozen experts always
-  get this term (so one answers only while it is among the best: recall); live experts get it
-  only while the pool is settling, ``settle`` events after a detected drift or while a frozen
-  expert leads every live one by more than ``margin`` (a recurring concept).  In stable times
-  routing among live experts is therefore the reference router's: a permanent accuracy bias pulls every
-  event to the generalists and undoes the router's per-region specialisation (measured on
-  ``rbf_m``, 15k events: 0.45-0.48 accuracy with it, 0.50-0.51 without; on ``led_a`` the
-  settling bias is what lifts accuracy from 0.57 to 0.72);
+  old concept.  Every frozen expert is therefore scored on every event against the best live
+  expert, *paired on the same events* (``lead``, an average over ~``recall_horizon`` events of
+  ``correct[frozen] - correct[best live]``): only the events where the two disagree count, so
+  a frozen expert whose concept came back shows a clear lead within ~100 events even when the
+  concepts differ on few inputs (SEA's functions 4 and 1 disagree on 13% of the inputs, a gap
+  the 10% label noise hides from two separate short accuracies).  The frozen expert leading by
+  ``recall_margin`` is **recalled**: it gets a logit bonus of ``bias`` and answers, without
+  learning, until a live expert is ahead of it by ``recall_margin`` (then it is released).
+  Recalls and releases are logged.  Besides, the policy adds
+  ``-bias * max(0, best - recent(e) - margin)`` to the router's logit of expert ``e``, where
+  ``recent`` is an expert's correctness averaged over the last ~``recent`` events (0 for an
+  expert that knows nothing yet) and ``best`` the highest ``recent`` in the pool: experts far
+  behind the best one stop answering.  Frozen experts always get this term; live experts get it
+  only while the pool is settling, ``settle`` events after a detected drift or during a recall.
+  In stable times routing among live experts is therefore the reference router's: a permanent
+  accuracy bias pulls every event to the generalists and undoes the router's per-region
+  specialisation (measured on ``rbf_m``, 15k events: 0.45-0.48 accuracy with it, 0.50-0.51
+  without; on ``led_a`` the settling bias is what lifts accuracy from 0.57 to 0.72);
 * only unfrozen experts learn: a fresh replacement takes the learning slot of the expert it
   replaced until it has learned ``grace`` events (the router, which has never seen it be right,
   would otherwise starve it), the other slots go to the unfrozen experts with the highest weights;
@@ -32,8 +40,9 @@ comes back must be learned again.  This policy keeps what was learned instead:
   learn every event on top of those: neural experts are generalists that need all the data,
   and starve when they only get the events routed to them.
 
-Every decision goes through the model's ``grow_expert`` / ``freeze_expert`` / ``prune_expert``,
-which log it (event index, action, expert, reason) in ``model.drift_log``.
+Every pool change goes through the model's ``grow_expert`` / ``freeze_expert`` / ``prune_expert``,
+which log it (event index, action, expert, reason) in ``model.drift_log``; recalls and releases are
+logged there too (actions ``recall`` / ``release``).
 
 The policy's state (including every ADWIN) is saved as plain arrays: river's ADWIN keeps its
 window in a Rust object whose only export is its own fixed binary layout of numbers
