@@ -72,7 +72,8 @@ DEFAULTS: dict[str, Any] = {
     "settle": 500,       # events after a detected drift during which live experts get the bias too
     "learn_all": [],     # expert kinds whose unfrozen experts learn every event (besides the top-k)
     "recall_horizon": 100,  # horizon (events) of a frozen expert's paired lead over the best live expert
-    "recall_margin": 0.04,  # lead at which a frozen expert is recalled (it answers until a live one catches up)
+    "recall_margin": 0.04,  # lead at which a frozen expert is recalled (it answers until a live one catches
+                            # up); the lead never exceeds 1, so a margin >= 1 turns recall off
 }
 
 _ADWIN_FIELDS = frozenset({"_drift_detected", "delta", "clock", "max_buckets", "min_window_length",
@@ -333,6 +334,9 @@ class DriftAwarePool:
             policy.recalled = counters[2] if len(counters) > 2 else -1
             policy.lead = a["lead"].copy() if "lead" in a else np.zeros(n)
             policy._bias = a["bias"].copy()
+            if policy.lead.shape != (n,) or not -1 <= policy.recalled < n:
+                raise ValueError(f"lead of shape {policy.lead.shape} / recalled expert {policy.recalled} "
+                                 f"do not fit a pool of {n} experts")
         except (KeyError, ValueError, TypeError) as exc:
             raise StateFormatError(f"not a valid drift-aware pool state: {exc}") from exc
         policy.adwins = [adwin_from_arrays(a, f"adwin{e}_") for e in range(n)]
