@@ -12,19 +12,27 @@ comes back must be learned again.  This policy keeps what was learned instead:
   useful means accurate on recent data over a long horizon (an exponential moving average of its
   correctness with horizon ``memory`` events): an expert that fits none of the recent concepts
   goes first, ties go to the oldest;
-* **recall**: the router learns which experts are right from every expert's prediction, but it
+* **recall**: the router learns which experts are right from every expert's prediction (frozen
+  ones included: every expert predicts every event and the multi-hot mask covers them all), but it
   takes one Adam step per window, far too slowly to follow an abrupt drift or the return of an
-  old concept.  The policy therefore adds ``-bias * max(0, best - recent(e) - margin)`` to the
-  router's logit of expert ``e``, where ``recent`` is an expert's correctness averaged over the
-  last ~``recent`` events (0 for an expert that knows nothing yet) and ``best`` the highest
-  ``recent`` in the pool: experts far behind the best one stop answering.  Frozen experts always
-  get this term (so one answers only while it is among the best: recall); live experts get it
-  only while the pool is settling, ``settle`` events after a detected drift or while a frozen
-  expert leads every live one by more than ``margin`` (a recurring concept).  In stable times
-  routing among live experts is therefore the reference router's: a permanent accuracy bias pulls every
-  event to the generalists and undoes the router's per-region specialisation (measured on
-  ``rbf_m``, 15k events: 0.45-0.48 accuracy with it, 0.50-0.51 without; on ``led_a`` the
-  settling bias is what lifts accuracy from 0.57 to 0.72);
+  old concept.  Every frozen expert is therefore scored on every event against the best live
+  expert, *paired on the same events* (``lead``, an average over ~``recall_horizon`` events of
+  ``correct[frozen] - correct[best live]``): only the events where the two disagree count, so
+  a frozen expert whose concept came back shows a clear lead within ~100 events even when the
+  concepts differ on few inputs (SEA's functions 4 and 1 disagree on 13% of the inputs, a gap
+  the 10% label noise hides from two separate short accuracies).  The frozen expert leading by
+  ``recall_margin`` is **recalled**: it gets a logit bonus of ``bias`` and answers, without
+  learning, until a live expert is ahead of it by ``recall_margin`` (then it is released).
+  Recalls and releases are logged.  Besides, the policy adds
+  ``-bias * max(0, best - recent(e) - margin)`` to the router's logit of expert ``e``, where
+  ``recent`` is an expert's correctness averaged over the last ~``recent`` events (0 for an
+  expert that knows nothing yet) and ``best`` the highest ``recent`` in the pool: experts far
+  behind the best one stop answering.  Frozen experts always get this term; live experts get it
+  only while the pool is settling, ``settle`` events after a detected drift or during a recall.
+  In stable times routing among live experts is therefore the reference router's: a permanent
+  accuracy bias pulls every event to the generalists and undoes the router's per-region
+  specialisation (measured on ``rbf_m``, 15k events: 0.45-0.48 accuracy with it, 0.50-0.51
+  without; on ``led_a`` the settling bias is what lifts accuracy from 0.57 to 0.72);
 * only unfrozen experts learn: a fresh replacement takes the learning slot of the expert it
   replaced until it has learned ``grace`` events (the router, which has never seen it be right,
   would otherwise starve it), the other slots go to the unfrozen experts with the highest weights;
@@ -32,8 +40,9 @@ comes back must be learned again.  This policy keeps what was learned instead:
   learn every event on top of those: neural experts are generalists that need all the data,
   and starve when they only get the events routed to them.
 
-Every decision goes through the model's ``grow_expert`` / ``freeze_expert`` / ``prune_expert``,
-which log it (event index, action, expert, reason) in ``model.drift_log``.
+Every pool change goes through the model's ``grow_expert`` / ``freeze_expert`` / ``prune_expert``,
+which log it (event index, action, expert, reason) in ``model.drift_log``; recalls and releases are
+logged there too (actions ``recall`` / ``release``).
 
 The policy's state (including every ADWIN) is saved as plain arrays: river's ADWIN keeps its
 window in a Rust object whose only export is its own fixed binary layout of numbers
@@ -62,6 +71,9 @@ DEFAULTS: dict[str, Any] = {
     "margin": 0.1,       # accuracy gap to the best expert that costs no bias
     "settle": 500,       # events after a detected drift during which live experts get the bias too
     "learn_all": [],     # expert kinds whose unfrozen experts learn every event (besides the top-k)
+    "recall_horizon": 100,  # horizon (events) of a frozen expert's paired lead over the best live expert
+    "recall_margin": 0.04,  # lead at which a frozen expert is recalled (it answers until a live one catches
+                            # up); the lead never exceeds 1, so a margin >= 1 turns recall off
 }
 
 _ADWIN_FIELDS = frozenset({"_drift_detected", "delta", "clock", "max_buckets", "min_window_length",
@@ -110,13 +122,13 @@ def _check(options: dict) -> dict:
         raise ValueError(f"unknown adaptive option(s) {sorted(unknown)}; known: {sorted(DEFAULTS)}")
     o = dict(DEFAULTS)
     o.update(options)
-    for name in ("budget", "grace", "recent", "memory", "settle"):
+    for name in ("budget", "grace", "recent", "memory", "settle", "recall_horizon"):
         v = o[name]
         if not isinstance(v, int) or isinstance(v, bool) or v < 1:
             raise ValueError(f"adaptive option {name!r} must be an int >= 1, got {v!r}")
     if not isinstance(o["delta"], (int, float)) or not 0 < o["delta"] < 1:
         raise ValueError(f"adaptive option 'delta' must be in (0, 1), got {o['delta']!r}")
-    for name in ("bias", "margin"):
+    for name in ("bias", "margin", "recall_margin"):
         v = o[name]
         if not isinstance(v, (int, float)) or isinstance(v, bool) or not np.isfinite(v) or v < 0:
             raise ValueError(f"adaptive option {name!r} must be a finite number >= 0, got {v!r}")
@@ -139,6 +151,8 @@ class DriftAwarePool:
         self.frozen = np.zeros(n_experts, dtype=bool)  # refreshed from the pool after every event
         self.n_drifts = 0
         self.events_since_drift = self.options["settle"]
+        self.lead = np.zeros(n_experts)  # paired lead over the best live expert (see _update_lead)
+        self.recalled = -1               # the frozen expert being recalled, or -1
         self._bias = np.zeros(n_experts)
 
     def _adwin(self) -> drift.ADWIN:
@@ -158,12 +172,56 @@ class DriftAwarePool:
         if acc.size == 0:
             self._bias = acc.copy()
             return
-        gap = np.maximum(0.0, acc.max() - acc - o["margin"])
-        recurring = frozen.any() and not frozen.all() and acc[frozen].max() > acc[~frozen].max() + o["margin"]
-        if recurring or self.events_since_drift < o["settle"]:
-            self._bias = -o["bias"] * gap
+        bias = -o["bias"] * np.maximum(0.0, acc.max() - acc - o["margin"])
+        if self.recalled >= 0:  # a recurring concept: its frozen expert answers, the pool settles around it
+            bias[self.recalled] = o["bias"]
+            self._bias = bias
+        elif self.events_since_drift < o["settle"]:
+            self._bias = bias
         else:
-            self._bias = np.where(frozen, -o["bias"] * gap, 0.0)
+            self._bias = np.where(frozen, bias, 0.0)
+
+    def _update_lead(self, correct: np.ndarray, known: np.ndarray) -> None:
+        """Each expert's lead over the best live expert, paired on the same events.
+
+        ``lead[e]`` is an exponential moving average (horizon ``recall_horizon``) of
+        ``correct[e] - correct[L]`` where ``L`` is the live expert with the best recent accuracy
+        before this event.  Pairing on the same events removes the noise common to both (the
+        label noise, the easy events): only the events where they disagree count, so a frozen
+        expert whose concept came back shows a clear lead within ~100 events even when the
+        concepts differ on few inputs (SEA's functions 4 and 1 disagree on 13% of the inputs, well
+        inside the noise of two separate 50-event accuracies).
+        """
+        live = np.flatnonzero(~self.frozen & known)
+        if live.size == 0:
+            return
+        best = live[np.argmax(self.recent_acc[live])]
+        h = 1.0 / self.options["recall_horizon"]
+        self.lead[known] += h * ((correct[known] - correct[best]) - self.lead[known])
+        # a floor: an expert far behind during a long foreign concept must not need hundreds of
+        # events to climb back once its own concept returns
+        np.maximum(self.lead, -2.0 * self.options["recall_margin"], out=self.lead)
+
+    def _update_recall(self, model) -> None:
+        """Recall the frozen expert that leads the live ones by ``recall_margin``; release it when one catches up.
+
+        While recalled, an expert gets a logit bonus of ``bias`` (it answers) but it does not
+        learn: it stays a faithful memory of its concept, and the live experts, which keep
+        learning the current data, take over once one of them is clearly more accurate (lead below
+        ``-recall_margin``: the hysteresis keeps two equally good experts from taking turns).
+        """
+        o, r = self.options, self.recalled
+        if r >= 0 and (not self.frozen[r] or self.lead[r] < -o["recall_margin"]):
+            model._log("release", r, f"a live expert caught up with recalled expert {r} (lead {self.lead[r]:+.3f})")
+            self.recalled = r = -1
+        frozen = np.flatnonzero(self.frozen)
+        if frozen.size == 0:
+            return
+        best = int(frozen[np.argmax(self.lead[frozen])])
+        if best != r and self.lead[best] > o["recall_margin"] + (self.lead[r] if r >= 0 else 0.0):
+            model._log("recall", best, f"frozen expert {best} leads the best live expert by {self.lead[best]:.3f} "
+                                       f"over the last ~{o['recall_horizon']} events: its concept is back")
+            self.recalled = best
 
     def learners(self, model, w: np.ndarray) -> list[int]:
         """``top_k`` unfrozen experts: first the young replacements, then the rest by weight.
@@ -186,6 +244,7 @@ class DriftAwarePool:
         correct = (known & (np.argmax(P, axis=1) == yi)).astype(np.float64)
         a, b = 1.0 / self.options["recent"], 1.0 / self.options["memory"]
         # an expert that knows nothing yet is not scored (it answers nothing)
+        self._update_lead(correct, known)
         self.recent_acc[known] += a * (correct[known] - self.recent_acc[known])
         self.memory_acc[known] += b * (correct[known] - self.memory_acc[known])
         drifting = []
@@ -205,6 +264,7 @@ class DriftAwarePool:
         pool = model._pool
         self.frozen = np.array([pool.frozen(e) for e in range(pool.n)], dtype=bool)
         self.events_since_drift = 0 if drifting else self.events_since_drift + 1
+        self._update_recall(model)
         self._update_bias()
 
     # -- pool changes ----------------------------------------------------------------------
@@ -219,6 +279,7 @@ class DriftAwarePool:
         self.learned = np.append(self.learned, 0)
         self.recent_acc = np.append(self.recent_acc, 0.0)
         self.memory_acc = np.append(self.memory_acc, 0.0)
+        self.lead = np.append(self.lead, 0.0)
         self.born = np.append(self.born, max(1, model.n_learned_))
         self.frozen = np.append(self.frozen, False)
         assert new == len(self.adwins) - 1, "policy state out of step with the pool"
@@ -238,7 +299,11 @@ class DriftAwarePool:
 
     def _drop(self, e: int) -> None:
         del self.adwins[e]
-        for name in ("learned", "recent_acc", "memory_acc", "born", "frozen"):
+        if self.recalled == e:
+            self.recalled = -1
+        elif self.recalled > e:
+            self.recalled -= 1
+        for name in ("learned", "recent_acc", "memory_acc", "lead", "born", "frozen"):
             setattr(self, name, np.delete(getattr(self, name), e))
 
     # -- state -----------------------------------------------------------------------------
@@ -246,8 +311,8 @@ class DriftAwarePool:
         arrays = {
             "options": np.frombuffer(json.dumps(self.options, sort_keys=True).encode(), dtype=np.uint8),
             "learned": self.learned, "recent_acc": self.recent_acc, "memory_acc": self.memory_acc,
-            "born": self.born, "frozen": self.frozen, "bias": self._bias,
-            "counters": np.array([self.n_drifts, self.events_since_drift], dtype=np.int64),
+            "born": self.born, "frozen": self.frozen, "bias": self._bias, "lead": self.lead,
+            "counters": np.array([self.n_drifts, self.events_since_drift, self.recalled], dtype=np.int64),
         }
         for e, adwin in enumerate(self.adwins):
             arrays.update(adwin_arrays(adwin, f"adwin{e}_"))
@@ -263,8 +328,15 @@ class DriftAwarePool:
             policy.learned, policy.born = a["learned"].copy(), a["born"].copy()
             policy.recent_acc, policy.memory_acc = a["recent_acc"].copy(), a["memory_acc"].copy()
             policy.frozen = a["frozen"].copy()
-            policy.n_drifts, policy.events_since_drift = (int(v) for v in a["counters"])
+            counters = [int(v) for v in a["counters"]]
+            policy.n_drifts, policy.events_since_drift = counters[:2]
+            # states saved before recall existed have no lead and no recalled expert
+            policy.recalled = counters[2] if len(counters) > 2 else -1
+            policy.lead = a["lead"].copy() if "lead" in a else np.zeros(n)
             policy._bias = a["bias"].copy()
+            if policy.lead.shape != (n,) or not -1 <= policy.recalled < n:
+                raise ValueError(f"lead of shape {policy.lead.shape} / recalled expert {policy.recalled} "
+                                 f"do not fit a pool of {n} experts")
         except (KeyError, ValueError, TypeError) as exc:
             raise StateFormatError(f"not a valid drift-aware pool state: {exc}") from exc
         policy.adwins = [adwin_from_arrays(a, f"adwin{e}_") for e in range(n)]

@@ -27,6 +27,8 @@ _LOG_MARKERS = {
     "frozen": ("s", "tab:blue", "expert frozen"),
     "prune": ("X", "tab:red", "expert pruned"),
     "pruned": ("X", "tab:red", "expert pruned"),
+    "recall": ("*", "tab:purple", "frozen expert recalled"),
+    "release": ("v", "tab:purple", "recalled expert released"),
 }
 _GENERIC_MARKER = ("o", "tab:gray", "pool event")
 
@@ -34,8 +36,8 @@ _GENERIC_MARKER = ("o", "tab:gray", "pool event")
 def drift_log_points(entries: Sequence[Mapping[str, Any]]) -> list[tuple[float, str]]:
     """``(stream position, action)`` for each drift-log entry that says where it happened.
 
-    DriftMoE logs ``{"event": <events learned>, "action": "grow"|"freeze"|"prune", ...}``; other
-    spellings (``position``/``n``, ``kind``/``type``) are accepted so other models' logs plot too.
+    DriftMoE logs ``{"event": <events learned>, "action": "grow"|"freeze"|"prune"|"recall"|"release",
+    ...}``; other spellings (``position``/``n``, ``kind``/``type``) are accepted so other models' logs plot too.
     """
     points = []
     for entry in entries:
