@@ -4,8 +4,9 @@ Why a separate module: the model, the daemon's decoder and the replay readers al
 same rules for what a valid event is, and the same answer to "which column is feature f".
 
 Rules (documented in the README):
-- feature values must be real numbers (int, float, bool or NumPy scalars); NaN, inf,
-  strings, None and containers raise ``ValueError`` naming the feature;
+- feature values must be real numbers (int, float, bool or NumPy scalars) within
+  +-``MAX_FEATURE`` (1e30); NaN, inf, larger magnitudes, strings, None and containers raise
+  ``ValueError`` naming the feature;
 - columns are assigned when a feature is first *learned*; several new features in one event
   are ordered by name so that the key order of a dict never changes a result;
 - a missing feature is imputed with the running mean of that feature over learned events
@@ -24,6 +25,12 @@ import numpy as np
 
 
 _INF = float("inf")
+#: Largest accepted feature magnitude.  Why a bound below the float64 range: the router computes
+#: in float32 (max ~3.4e38) and the imputation means sum values in float64, so a single event
+#: with a value like 1e300 turned the router's weights into NaN for good (every later event was
+#: refused) or made ``predict_learn_many`` fail after learning part of its batch.  1e30 leaves
+#: room for products and sums in both, and is far beyond any measured quantity.
+MAX_FEATURE = 1e30
 
 
 def check_value(name: Hashable, value: Any) -> float:
@@ -33,8 +40,10 @@ def check_value(name: Hashable, value: Any) -> float:
         raise ValueError(f"feature {name!r} is {value}, too large for a 64-bit float")
     if t is float or t is int:  # the common case, without the ABC machinery below
         v = float(value)
-        if v - v == 0.0:  # false for NaN and +-inf
+        if -MAX_FEATURE <= v <= MAX_FEATURE:  # false for NaN and +-inf
             return v
+        if v - v == 0.0:
+            raise ValueError(f"feature {name!r} is {v!r}, beyond +-{MAX_FEATURE:g} (features.MAX_FEATURE)")
         raise ValueError(f"feature {name!r} is {v!r}; features must be finite numbers")
     if isinstance(value, (bool, np.bool_)):
         return float(value)
@@ -46,6 +55,8 @@ def check_value(name: Hashable, value: Any) -> float:
         raise ValueError(f"feature {name!r} is {value}, too large for a 64-bit float") from None
     if not math.isfinite(v):
         raise ValueError(f"feature {name!r} is {v!r}; features must be finite numbers")
+    if not -MAX_FEATURE <= v <= MAX_FEATURE:
+        raise ValueError(f"feature {name!r} is {v!r}, beyond +-{MAX_FEATURE:g} (features.MAX_FEATURE)")
     return v
 
 
@@ -55,7 +66,7 @@ def check_features(x: Mapping) -> None:
         raise ValueError(f"x must be a dict of feature -> number, got {type(x).__name__}")
     for name, value in x.items():
         t = type(value)
-        if (t is float and value - value == 0.0) or (t is int and -1e308 <= value <= 1e308):
+        if (t is float or t is int) and -MAX_FEATURE <= value <= MAX_FEATURE:
             continue
         check_value(name, value)
 
@@ -67,8 +78,8 @@ def plain_matrix(xs: list, names: list) -> np.ndarray | None:
     Why: the per-event checks and conversions of a batch cost more than everything else the
     compiled engine does per event.  This does the same work with C-level passes over the batch
     and gives the same floats (``float(value)``, as :func:`check_value` does).  It returns
-    ``None`` for anything else (a missing, extra or invalid feature, another value type, an
-    int beyond +-1e308), and the caller then takes the per-event path, which raises the precise
+    ``None`` for anything else (a missing, extra or invalid feature, another value type, a
+    value beyond +-``MAX_FEATURE``), and the caller then takes the per-event path, which raises the precise
     error or imputes and grows as usual.
     """
     n, d = len(xs), len(names)
@@ -86,7 +97,7 @@ def plain_matrix(xs: list, names: list) -> np.ndarray | None:
         R = np.array(values, dtype=np.float64)
     except OverflowError:
         return None
-    if not np.isfinite(R).all() or (int in types and (np.abs(R) > 1e308).any()):
+    if not (np.abs(R) <= MAX_FEATURE).all():  # NaN, inf, and magnitudes beyond MAX_FEATURE
         return None
     return R.reshape(n, d)
 

@@ -274,6 +274,7 @@ class DriftMoE(base.MiniBatchClassifier):
         if n_new:
             self._router.add_inputs(n_new)
             self._window.add_features(n_new)
+            self._dirty.update(("router", "window"))  # new input columns: a checkpoint must rewrite them
         yi, is_new = self._labels.add(y)
         if is_new:
             self._class_counts = np.append(self._class_counts, 0.0)

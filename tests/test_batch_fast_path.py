@@ -21,7 +21,7 @@ def per_event_matrix(xs):
 
 
 @pytest.mark.parametrize("xs", [
-    [{"a": 1.5, "b": -2.0, "c": 3.25}, {"c": 0.0, "a": 1e300, "b": -0.0}],     # key order does not matter
+    [{"a": 1.5, "b": -2.0, "c": 3.25}, {"c": 0.0, "a": 1e30, "b": -0.0}],      # key order does not matter
     [{"a": 1, "b": 2**60 + 1, "c": -7}, {"a": 0.5, "b": 3, "c": 2}],         # ints, converted as float(v)
 ])
 def test_plain_batches_convert_exactly_as_the_per_event_rules(xs):
@@ -43,6 +43,8 @@ def test_plain_batches_convert_exactly_as_the_per_event_rules(xs):
     {"a": 15 * 10**307, "b": 2.0, "c": 3.0},    # an int beyond +-1e308 is refused per event
     {"a": 10**308 * 2, "b": 2.0, "c": 3.0},
     {"a": 10**400, "b": 2.0, "c": 3.0},
+    {"a": 1e300, "b": 2.0, "c": 3.0},           # beyond features.MAX_FEATURE: refused per event
+    {"a": 10**31, "b": 2.0, "c": 3.0},
     {"a": None, "b": 2.0, "c": 3.0},
 ])
 def test_anything_unusual_takes_the_per_event_path(bad):

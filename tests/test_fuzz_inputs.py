@@ -160,3 +160,26 @@ def test_arbitrary_bytes_in_a_replay_file_never_raise_while_iterating(data, tmp_
         path.write_bytes(header + data)
         events, bad = iterate(path)
         assert all(b.line >= 1 and b.reason for b in bad), bad
+
+
+def test_a_feature_beyond_the_float32_router_is_refused_and_the_model_keeps_working():
+    """Regression (found by tests/test_fuzz_service.py): 1e300 was accepted by ``learn_one`` and
+    turned the float32 router's weights into NaN for good, and ``predict_learn_many`` failed after
+    learning part of its batch.  Values beyond ``features.MAX_FEATURE`` are refused up front."""
+    from streammoe.features import MAX_FEATURE
+
+    model = fresh_model()
+    before = digest(model)
+    for x in ({"a": 1e300, "b": 0.0}, {"a": -1e31, "b": 0.0}, {"a": 10**31, "b": 0.0}):
+        for call in (lambda: model.learn_one(x, 1), lambda: model.predict_one(x),
+                     lambda: model.predict_learn_many([{"a": 0.5, "b": 0.5}, x], [0, 1])):
+            try:
+                call()
+            except ValueError as exc:
+                assert "'a'" in str(exc) and ("beyond" in str(exc) or "too large" in str(exc)), exc
+            else:
+                raise AssertionError(f"{x} was accepted")
+        assert digest(model) == before
+    model.learn_one({"a": MAX_FEATURE, "b": -MAX_FEATURE}, 1)  # the bound itself is accepted
+    out = model.predict_learn_many([{"a": 0.1 * i, "b": 1.0} for i in range(20)], [i % 2 for i in range(20)])
+    assert len(out) == 20 and model.n_learned_ == 27

@@ -90,6 +90,7 @@ def test_supported_labels_keep_their_type(label):
     (_ev(y="l" * 257), R.BAD_LABEL),
     (_ev(ts="yesterday"), R.BAD_TIMESTAMP),
     (b'{"id":"e1","x":{"a":1},"ts":NaN}', R.BAD_TIMESTAMP),
+    (_ev(ts=-1e308), R.BAD_TIMESTAMP),  # finite, but no clock: the latency would overflow
     (_ev(key=5), R.BAD_KEY),
     (_ev(key="k" * 257), R.BAD_KEY),
     (12345, R.MALFORMED_JSON),

@@ -8,7 +8,8 @@ Input event (JSON object, UTF-8)::
 * ``x``    - object ``feature name -> number`` (JSON integers become floats).
 * ``y``    - optional label: string, integer (int64 range) or boolean.  JSON floats are
   refused as labels (``1.0`` vs ``1`` would silently make two classes).
-* ``ts``   - optional event time, unix seconds (latency is measured from it).
+* ``ts``   - optional event time, unix seconds (latency is measured from it); at most
+  ``1e20`` in magnitude, beyond which no clock reads and the latency would overflow.
 * ``key``  - optional routing key (e.g. one model per key).
 
 Label message (labels topic): ``{"id": "e-17", "y": 1}``.
@@ -48,6 +49,10 @@ __all__ = [
 Label = Union[bool, int, str]
 
 _INT64 = 2**63
+#: Largest accepted |ts|: any unix time (even in nanoseconds by mistake) is far below it, and
+#: beyond ~1e305 the latency in ms is not a finite number - the prediction could not be sent
+#: after the model had learned the event.
+_MAX_TS = 1e20
 
 
 class ReasonCode(str, Enum):
@@ -318,6 +323,9 @@ def decode_event(raw: Any, limits: DecodeLimits | None = None, *, topic: str | N
             problem = _check_label(ev.y, limits)
             if problem:
                 return DeadLetter(ReasonCode.BAD_LABEL, problem, data, **where)
+        if ev.ts is not None and not -_MAX_TS <= ev.ts <= _MAX_TS:
+            return DeadLetter(ReasonCode.BAD_TIMESTAMP, f"ts is {ev.ts!r}, beyond +-{_MAX_TS:g} unix seconds",
+                              data, **where)
         if ev.key is not None and len(ev.key) > limits.max_name_chars:
             return DeadLetter(ReasonCode.BAD_KEY, f"key must have at most {limits.max_name_chars} "
                               f"characters, has {len(ev.key)}", data, **where)
