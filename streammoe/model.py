@@ -381,6 +381,33 @@ class DriftMoE(base.MiniBatchClassifier):
         self._dirty.update(("router", "window"))
 
     # ------------------------------------------------------------------ mini-batches
+    def learn_batch(self, xs: list, ys: list) -> None:
+        """Learn labelled events (dicts) in order; equal, bit for bit, to a loop of ``learn_one``.
+
+        Why: delayed labels arrive long after their events were predicted, so the daemon learns
+        them without predicting again.  Where the compiled windowed path applies (data mode, no
+        drift policy) it runs there - predicting before learning changes no state there, so a
+        predict-then-learn pass equals learning alone - else the events are learned one by one.
+        Every event is checked before anything is learned (``ValueError`` naming the event).
+        """
+        if len(xs) != len(ys):
+            raise ValueError(f"{len(xs)} events but {len(ys)} labels")
+        if any(y is None for y in ys):
+            raise ValueError("learn_batch needs a label for every event")
+        if self.mode == "data" and self._policy is None and self._pool.windowed():
+            last = self.last_expert
+            self.predict_learn_many(xs, ys, proba=False)
+            self.last_expert = last
+            return
+        for i, (x, y) in enumerate(zip(xs, ys)):
+            try:
+                check_features(x)
+                self._labels.check(normalise_label(y))
+            except ValueError as exc:
+                raise ValueError(f"event {i}: {exc}") from None
+        for x, y in zip(xs, ys):
+            self.learn_one(x, y)
+
     def predict_learn_many(self, xs: list, ys: list, *, proba: bool = True) -> list[tuple[Any, int | None]]:
         """Prequential over a batch, in order: predict each event, then learn it if its label is not None.
 
@@ -524,8 +551,7 @@ class DriftMoE(base.MiniBatchClassifier):
 
     def learn_many(self, X, y) -> None:
         """Learn the rows of a pandas frame in order (NaN cells are missing features)."""
-        for x, target in zip(_rows(X), y):
-            self.learn_one(x, target)
+        self.learn_batch(list(_rows(X)), list(y))
 
     def predict_proba_many(self, X):
         import pandas as pd

@@ -386,10 +386,21 @@ class PartitionOwner:
 
     # --- labels ----------------------------------------------------------------------------
     def handle_labels(self, records: list, sink: Sink) -> int:
-        """Join delayed labels with their pending events and learn them, in order."""
+        """Join delayed labels with their pending events and learn them, in order.
+
+        The joined events are learned in batches (:meth:`DriftMoE.learn_batch`, one compiled pass
+        per router window instead of one Python call per event): equal to learning them one by one,
+        because nothing else in this loop reads the models.  Each batch is learned before any
+        dead letter is emitted, so the sink sees everything in record order."""
         cfg, stats, pending = self.cfg, self.stats, self.pending
         nxt = self.offsets.get(self.labels_key)
         consumed = 0
+        joined: list = []  # (model key, pending event, label, record) waiting to be learned
+
+        def dead(dl: DeadLetter, key: Optional[bytes]) -> None:
+            self._learn_joined(joined, sink)
+            self._dead(sink, dl, key)
+
         for rec in records:
             if nxt is not None and rec.offset < nxt:
                 continue
@@ -398,15 +409,17 @@ class PartitionOwner:
             t = rec.timestamp / 1000.0
             if t > self.stream_time:
                 self.stream_time = t
-                self._expire(sink)
+                if pending.due(t):
+                    self._learn_joined(joined, sink)
+                    self._expire(sink)
             msg = decode_label(rec.value, cfg.limits, topic=cfg.labels_topic, partition=self.partition,
                                offset=rec.offset)
             if isinstance(msg, DeadLetter):
-                self._dead(sink, msg, rec.key)
+                dead(msg, rec.key)
                 continue
             pe = pending.get(msg.id)
             if pe is None:
-                self._dead(sink, DeadLetter(
+                dead(DeadLetter(
                     ReasonCode.UNKNOWN_EVENT_ID,
                     f"no event with id {msg.id!r} is waiting for a label in partition {self.partition} "
                     f"(never seen here, already labelled, expired or evicted)",
@@ -415,27 +428,50 @@ class PartitionOwner:
             guard = self.guards.get(pe.key) or self._new_guard(pe.key)
             problem = self._check_label(guard, msg.y)
             if problem:
-                self._dead(sink, DeadLetter(ReasonCode.UNKNOWN_LABEL, problem + " (the event keeps waiting)",
-                                            rec.value, cfg.labels_topic, self.partition, rec.offset), rec.key)
+                dead(DeadLetter(ReasonCode.UNKNOWN_LABEL, problem + " (the event keeps waiting)",
+                                rec.value, cfg.labels_topic, self.partition, rec.offset), rec.key)
                 continue
             pending.pop(msg.id)
-            try:
-                self._model(pe.key).learn_one(pe.x, msg.y)
-            except ValueError as exc:
-                self._dead(sink, DeadLetter(ReasonCode.PROCESSING_ERROR, f"the model refused the labelled "
-                                            f"event {pe.id!r}: {exc}", rec.value, cfg.labels_topic,
-                                            self.partition, rec.offset), rec.key)
-                continue
-            stats.learned += 1
-            stats.joined += 1
-            stats.scored += 1
-            stats.correct += _same_label(pe.y_pred, msg.y)
+            joined.append((pe.key, pe, msg.y, rec))
+        self._learn_joined(joined, sink)
         if consumed:
             self._changed = True
             stats.labels += consumed
             self.events_since_checkpoint += consumed
             self.offsets[self.labels_key] = nxt
         return consumed
+
+    def _learn_joined(self, joined: list, sink: Sink) -> None:
+        """Learn the joined events (and empty ``joined``): one ``learn_batch`` per model, in order;
+        a batch the model refuses is learned one by one, so only the bad events are dead-lettered."""
+        if not joined:
+            return
+        groups: dict = {}
+        for item in joined:
+            groups.setdefault(item[0], []).append(item)
+        joined.clear()
+        stats, cfg = self.stats, self.cfg
+        for mkey, items in groups.items():
+            model = self._model(mkey)
+            try:
+                model.learn_batch([pe.x for _, pe, _, _ in items], [y for _, _, y, _ in items])
+                ok = items
+            except ValueError:
+                ok = []
+                for item in items:
+                    _, pe, y, rec = item
+                    try:
+                        model.learn_one(pe.x, y)
+                    except ValueError as exc:
+                        self._dead(sink, DeadLetter(ReasonCode.PROCESSING_ERROR, f"the model refused the labelled "
+                                                    f"event {pe.id!r}: {exc}", rec.value, cfg.labels_topic,
+                                                    self.partition, rec.offset), rec.key)
+                        continue
+                    ok.append(item)
+            stats.learned += len(ok)
+            stats.joined += len(ok)
+            stats.scored += len(ok)
+            stats.correct += sum(_same_label(pe.y_pred, y) for _, pe, y, _ in ok)
 
     # --- dead letters ----------------------------------------------------------------------
     def _dead(self, sink: Sink, dl: DeadLetter, key: Optional[bytes]) -> None:

@@ -164,6 +164,11 @@ class PendingLabels:
             self._remove(event_id)
         return pe
 
+    def due(self, stream_time: float) -> bool:
+        """Whether :meth:`expire` may have something to return at ``stream_time`` (a cheap peek;
+        a stale heap entry can make it say ``True`` for nothing)."""
+        return bool(self._heap) and self._heap[0][0] <= stream_time
+
     def expire(self, stream_time: float) -> list[PendingEvent]:
         """Remove and return the events whose deadline is ``<= stream_time``, earliest first."""
         out = []
