@@ -98,8 +98,8 @@ def sample_loop(serve: ServeProcess, n: int, every: float, timeout: float) -> li
         samples.append(s)
         if serve.proc.poll() is not None:
             raise RuntimeError(f"the daemon exited with status {serve.proc.returncode}")
-        if s["predictions"] >= n and s["learned"] >= n:
-            break
+        if s["predictions"] >= n and s["learned"] >= n and s["pending"] == 0:
+            break  # (the pending gauge is refreshed every serve.metrics_interval_s, after the counters)
         time.sleep(every)
     return samples
 
@@ -161,7 +161,7 @@ def render(args, engine: str, fed: dict, v: dict) -> str:
     return f"""# `streammoe serve` soak: {args.n:,} events
 
 Command: `python benchmarks/soak.py --n {args.n} --rate {args.rate:g} --delay {args.delay}` ({time.strftime('%Y-%m-%d')}).
-Machine: {os.cpu_count()} CPU cores, shared; Python {platform.python_version()}. One `serve` subprocess, one
+Machine: {os.cpu_count()} CPU cores (load average {os.getloadavg()[0]:.2f} at the end, the soak included); Python {platform.python_version()}. One `serve` subprocess, one
 partition, DriftMoE with {args.experts} experts (engine `{engine}`), labels on the labels topic {args.delay} events
 late, checkpoint every {args.checkpoint_events:,} events, Redis with AOF, Tansu broker (in memory); SEA
 stream with drifts at 25/50/75%. The generator sent {fed.get('events', 0):,} events and {fed.get('labels', 0):,}
