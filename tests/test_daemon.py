@@ -152,7 +152,8 @@ def test_restart_after_a_crash_resumes_from_stored_offsets_with_identical_state(
     events = list(open_source("rbf_m", n=600, seed=3))
     produce(kafka_broker, topics, events[:300], partitions=2, labels="delayed", delay=5)
     crash, model = unique_name("g"), unique_name("m")
-    cfg = dict(group=crash, model=model, every_events=90, max_poll_records=40)
+    # align_idle_ms: the last labels of a partition are stamped after its last event and wait that long
+    cfg = dict(group=crash, model=model, every_events=90, max_poll_records=40, align_idle_ms=2000)
     first = Daemon(settings(kafka_broker, redis_server.url, topics, **cfg)).start_thread()
     assert wait_until(lambda: processed(first) == (300, 300), 60), processed(first)
     first.stop(checkpoint=False)  # a crash: work since the last checkpoint is lost
@@ -168,7 +169,7 @@ def test_restart_after_a_crash_resumes_from_stored_offsets_with_identical_state(
 
     straight = unique_name("m")
     whole = Daemon(settings(kafka_broker, redis_server.url, topics, group=unique_name("g"), model=straight,
-                            every_events=90)).start_thread()
+                            every_events=90, align_idle_ms=2000)).start_thread()
     assert wait_until(lambda: processed(whole) == (600, 600), 60), processed(whole)
     stopped(whole)
     for p in (0, 1):
