@@ -37,8 +37,9 @@ def test_limits_dead_letter_with_reasons_and_bound_the_pending_buffer(kafka_brok
     produce_values(kafka_broker, topics["input_topic"], inputs)
     produce_values(kafka_broker, topics["labels_topic"],
                    [json.dumps({"id": f"e-{i:02d}", "y": i % 2}).encode() for i in range(N)])
+    # the labels were produced after every event, so they wait align_idle_ms for more events
     d = Daemon(settings(kafka_broker, redis_server.url, topics, group=unique_name("g"), model=unique_name("m"),
-                        limits=limits)).start_thread()
+                        limits=limits, align_idle_ms=2000)).start_thread()
     evicted = N - ROOM
     n_dead = 2 + 2 * evicted  # 2 refused inputs, each evicted event and then its label
     dlq = read_topic(kafka_broker, topics["deadletter_topic"], n_dead, timeout=60)
