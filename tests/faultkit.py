@@ -102,8 +102,13 @@ def make_stream(bootstrap: str, n_events: int, seed: int = 7) -> tuple[list, dic
                           partition=i % PARTITIONS, timestamp_ms=ts_ms)
             while j < n and label_after(j, n) == i:
                 label = {"id": f"e-{j}", "y": json_label(events[j][1])}
+                # labels due beyond the end carry the time of their own partition's last event: stamped
+                # later than every event of that partition, they would wait serve.align_idle_ms
+                # (the daemon cannot tell them from labels whose events it has not read yet)
+                last_p = n - 1 - (n - 1 - j) % PARTITIONS
+                lab_ms = ts_ms if label_after(j, n) < n - 1 else int(round((1_000.0 + last_p * 0.01) * 1000))
                 producer.send(topics["labels_topic"], json.dumps(label, separators=(",", ":")).encode(),
-                              partition=j % PARTITIONS, timestamp_ms=ts_ms)
+                              partition=j % PARTITIONS, timestamp_ms=lab_ms)
                 j += 1
         producer.flush()
     finally:
