@@ -7,8 +7,11 @@ sharing one broker / one redis-server never see each other's data.
 from __future__ import annotations
 
 import itertools
+import json
 import time
 from typing import Callable
+
+from kafka.consumer.fetcher import ConsumerRecord
 
 from streammoe.testing.services import TEST_CONSUMER_CONFIG
 
@@ -52,3 +55,23 @@ def consume_in_group(bootstrap: str, topic: str, group: str, n: int, timeout: fl
     finally:
         consumer.close()
     return got
+
+
+def rec(topic: str, offset: int, ts_ms: int, value, partition: int = 0, key: bytes | None = None) -> ConsumerRecord:
+    """A record as kafka-python's consumer hands it to the daemon (for partition-owner tests)."""
+    size = len(value) if value is not None else -1
+    return ConsumerRecord(topic, partition, -1, offset, ts_ms, 0, key, value, [], None, -1, size, -1)
+
+
+class ListSink:
+    """Collects what a partition owner produces (the daemon sends it to Kafka instead)."""
+
+    def __init__(self):
+        self.predictions: list[dict] = []
+        self.letters: list = []
+
+    def prediction(self, partition, key, value, latency_s):
+        self.predictions.append(json.loads(value))
+
+    def dead(self, dl, key=None):
+        self.letters.append(dl)

@@ -7,37 +7,18 @@ import json
 import random
 
 import pytest
-from kafka.consumer.fetcher import ConsumerRecord
 
+from services import ListSink, rec
 from streammoe import DriftMoE
 from streammoe.connectors import open_source
 from streammoe.service.align import EVENTS, LABELS, Aligner
 from streammoe.service.generate import json_label
 from streammoe.service.owner import OwnerConfig, PartitionOwner, part_prefix, split_part
 from streammoe.service.pending import PendingEvent, PendingLabels, pending_size
-from streammoe.service.schema import DeadLetter, DecodeLimits
+from streammoe.service.schema import DecodeLimits
 from streammoe.state.codec import state_digest
 
 PARAMS = {"n_experts": 3, "hidden": 8, "window": 32, "seed": 7}
-
-
-def rec(topic: str, offset: int, ts_ms: int, value, partition: int = 0, key: bytes | None = None):
-    size = len(value) if value is not None else -1
-    return ConsumerRecord(topic, partition, -1, offset, ts_ms, 0, key, value, [], None, -1, size, -1)
-
-
-class ListSink:
-    """Collects what an owner produces (the daemon sends it to Kafka instead)."""
-
-    def __init__(self):
-        self.predictions: list[dict] = []
-        self.letters: list[DeadLetter] = []
-
-    def prediction(self, partition, key, value, latency_s):
-        self.predictions.append(json.loads(value))
-
-    def dead(self, dl, key=None):
-        self.letters.append(dl)
 
 
 def make_sink() -> ListSink:

@@ -26,8 +26,8 @@ from itertools import count
 
 from hypothesis import HealthCheck, currently_in_test_context, event, example, given, settings
 from hypothesis import strategies as st
-from kafka.consumer.fetcher import ConsumerRecord
 
+from services import ListSink, rec
 from streammoe import DriftMoE
 from streammoe.service.owner import OwnerConfig, PartitionOwner
 from streammoe.service.schema import (DeadLetter, DecodeLimits, Event, LabelMessage, ReasonCode, decode_event,
@@ -56,25 +56,6 @@ CONFIGS = {
 def config(name: str, base: str = "m") -> OwnerConfig:
     return OwnerConfig(base_name=base, input_topic=IN, new_model=lambda: DriftMoE(**PARAMS), limits=LIMITS,
                        pending_max=3, pending_ttl_s=5.0, pending_max_bytes=300, **CONFIGS[name])
-
-
-def rec(topic: str, offset: int, ts_ms: int, value, key: bytes | None = None) -> ConsumerRecord:
-    size = len(value) if value is not None else -1
-    return ConsumerRecord(topic, 0, -1, offset, ts_ms, 0, key, value, [], None, -1, size, -1)
-
-
-class ListSink:
-    """Collects what an owner produces (the daemon sends it to Kafka instead)."""
-
-    def __init__(self):
-        self.predictions: list[dict] = []
-        self.letters: list[DeadLetter] = []
-
-    def prediction(self, partition, key, value, latency_s):
-        self.predictions.append(json.loads(value))
-
-    def dead(self, dl, key=None):
-        self.letters.append(dl)
 
 
 # ------------------------------------------------------------------ strategies
