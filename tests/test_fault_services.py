@@ -26,7 +26,8 @@ from faultkit import (
 from services import unique_name, wait_until
 from streammoe.service.daemon import Daemon, make_store
 from streammoe.service.settings import Settings
-from streammoe.state.redis_store import RedisStore, StoreUnavailableError
+from streammoe.state.redis_store import RedisStore, StoreAuthError, StoreUnavailableError
+from streammoe.testing import create_topics
 
 N_EVENTS = 20_000
 SEED = 7_2026
@@ -145,3 +146,39 @@ def test_claiming_a_partition_waits_for_redis_then_gives_up_after_retry_max_s(re
         quick._retrying("claim", lambda: store.claim(name))
     assert 1.0 <= time.monotonic() - t0 < 10.0
     redis.start()
+
+
+def test_serve_started_before_redis_waits_for_it_and_wrong_credentials_fail_fast(kafka_broker, redis_factory):
+    """Start-up order must not matter (compose, restarts): a daemon started while Redis is down
+    waits with the backoff (counted as op="connect") and runs once Redis answers; refused
+    credentials are not a wait-and-see failure and stop the start at once."""
+    redis = redis_factory(appendonly=True, password="s3cret")
+    redis.kill()
+    topics = {k: unique_name(k.split("_")[0]) for k in
+              ("input_topic", "labels_topic", "predictions_topic", "deadletter_topic")}
+    create_topics(kafka_broker, {t: 1 for t in topics.values()})
+    kafka = dict(bootstrap_servers=kafka_broker, group_id=unique_name("g"), session_timeout_ms=6000,
+                 heartbeat_interval_ms=1000, max_poll_interval_ms=10_000, **topics)
+    base = dict(retry_base_s=0.05, retry_cap_s=0.4, retry_max_s=30)
+    daemon = Daemon(Settings.load(kafka=kafka, redis=dict(url=redis.url, **base), http=dict(port=0),
+                                  log_json=False))
+    restart = threading.Timer(1.5, redis.start)
+    restart.start()
+    t0 = time.monotonic()
+    daemon.start_thread()
+    try:
+        assert wait_until(lambda: daemon.store is not None, 20), daemon.error
+        restart.join()
+        assert time.monotonic() - t0 >= 1.0 and daemon.error is None
+        assert daemon.metrics.registry.get_sample_value("streammoe_store_retries_total", {"op": "connect"}) >= 2
+        assert daemon.store.client.ping()
+    finally:
+        daemon.stop(checkpoint=False)
+        assert daemon.join(30)
+
+    wrong = Daemon(Settings.load(kafka=kafka, redis=dict(url=redis.url.replace("s3cret", "guess"), **base),
+                                 http=dict(port=0), log_json=False))
+    t0 = time.monotonic()
+    with pytest.raises(StoreAuthError, match="(?i)password|credential|auth"):
+        wrong.start()
+    assert time.monotonic() - t0 < 5.0

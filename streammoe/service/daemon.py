@@ -82,8 +82,9 @@ class StateRefusedError(DaemonError):
     """The stored state of a partition failed its integrity (HMAC) or format check."""
 
 
-def make_store(settings: Settings) -> Any:
-    """A :class:`~streammoe.state.redis_store.RedisStore` with a bounded retry policy.
+def make_store(settings: Settings, ping: bool = True) -> Any:
+    """A :class:`~streammoe.state.redis_store.RedisStore` with a bounded retry policy (and, with
+    ``ping``, one round trip to check that Redis answers).
 
     redis-py's default retry spends seconds per refused connection; a daemon should fail a
     checkpoint quickly and try again at the next one instead."""
@@ -104,7 +105,8 @@ def make_store(settings: Settings) -> Any:
     hmac_key = settings.redis.hmac_key.get_secret_value() if settings.redis.hmac_key else None
     store = RedisStore(client, prefix=settings.redis.key_prefix, hmac_key=hmac_key,
                        pending_max=settings.limits.pending_max_count)
-    store.ping()
+    if ping:
+        store.ping()
     return store
 
 
@@ -227,7 +229,10 @@ class Daemon:
         topics = [s.kafka.input_topic] + ([s.kafka.labels_topic] if s.kafka.labels_topic else [])
         try:
             if self.store is None:
-                self.store = make_store(s)
+                # Redis may come up after the daemon (compose, restarts): wait for it with the backoff
+                store = make_store(s, ping=False)
+                self._retrying("connect", store.ping)
+                self.store = store
             self._producer = make_sender(s.kafka.producer_kwargs(**self._producer_overrides),
                                          in_child=s.serve.producer_process)
             kw = s.kafka.consumer_kwargs(**{"partition_assignment_strategy": (RangePartitionAssignor,),
@@ -543,13 +548,16 @@ class Daemon:
 
     def _retrying(self, op: str, fn: Callable[[], Any], **fields: Any) -> Any:
         """``fn()``, retried with the backoff while Redis is unreachable, for at most
-        ``redis.retry_max_s`` (then the last error is raised); for calls that must block."""
-        from ..state.redis_store import StoreUnavailableError
+        ``redis.retry_max_s`` (then the last error is raised); for calls that must block.
+        Refused credentials are raised at once: retrying cannot fix them."""
+        from ..state.redis_store import StoreAuthError, StoreUnavailableError
 
         deadline = time.monotonic() + self.settings.redis.retry_max_s
         while True:
             try:
                 out = fn()
+            except StoreAuthError:
+                raise
             except StoreUnavailableError as exc:
                 if self._stop.is_set() or time.monotonic() >= deadline:
                     raise

@@ -4,16 +4,15 @@ from .codec import StateFormatError, pack_arrays, pack_json, state_digest, unpac
 from .file import FileStore, MemoryStore
 
 
-
 def __getattr__(name):  # RedisStore needs the redis client; import it only when asked for
-    if name in ("RedisStore", "FencedError", "StoreUnavailableError"):
+    if name in ("RedisStore", "FencedError", "StoreUnavailableError", "StoreAuthError"):
         from . import redis_store
 
         return getattr(redis_store, name)
     raise AttributeError(name)
 
 
-__all__ = ["RedisStore", "FencedError", "StoreUnavailableError",
+__all__ = ["RedisStore", "FencedError", "StoreUnavailableError", "StoreAuthError",
     "StateStore", "FileStore", "MemoryStore", "StateFormatError",
     "pack_arrays", "unpack_arrays", "pack_json", "unpack_json", "state_digest",
 ]

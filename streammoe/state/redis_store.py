@@ -76,6 +76,10 @@ class StoreUnavailableError(RuntimeError):
     """Redis could not be reached or refused the credentials; the message says which."""
 
 
+class StoreAuthError(StoreUnavailableError):
+    """Redis refused the credentials: waiting and retrying will not help (the daemon fails fast)."""
+
+
 @dataclass(frozen=True)
 class Checkpoint:
     """Everything stored for one model, read in one atomic ``HGETALL``.
@@ -214,10 +218,10 @@ def _translate_errors(fn: Callable[..., T]) -> Callable[..., T]:
         try:
             return fn(self, *args, **kwargs)
         except redis.exceptions.AuthenticationError as exc:
-            raise StoreUnavailableError(self._auth_message(exc)) from exc
+            raise StoreAuthError(self._auth_message(exc)) from exc
         except redis.exceptions.ResponseError as exc:
             if str(exc).startswith(("NOAUTH", "WRONGPASS")):
-                raise StoreUnavailableError(self._auth_message(exc)) from exc
+                raise StoreAuthError(self._auth_message(exc)) from exc
             raise
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
             raise StoreUnavailableError(f"cannot reach Redis at {self.target}: {exc}{self._tls_hint(exc)}") from exc
