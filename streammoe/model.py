@@ -30,6 +30,7 @@ from .features import FeatureSpace, LabelSpace, check_features, normalise_label,
 from .pools import ArrayTreePool, ExpertPool, make_pool, pool_from_parts
 from .routers.mlp import MLPRouter, softmax
 from .state.codec import pack_arrays, pack_json, unpack_arrays, unpack_json
+from .state.file import as_store
 
 FORMAT = "streammoe/driftmoe@1"
 MODES = ("data", "task")
@@ -647,20 +648,12 @@ class DriftMoE(base.MiniBatchClassifier):
 
     def save(self, target: "str | os.PathLike | Any", name: str = "model") -> None:
         """Save to a directory path (file store) or any :class:`~streammoe.state.StateStore`."""
-        _as_store(target).write(name, self.state_parts())
+        as_store(target).write(name, self.state_parts())
         self.mark_clean()
 
     @classmethod
     def load(cls, source: "str | os.PathLike | Any", name: str = "model") -> "DriftMoE":
-        return cls.from_parts(_as_store(source).read(name))
-
-
-def _as_store(target):
-    from .state.file import FileStore
-
-    if isinstance(target, (str, os.PathLike)):
-        return FileStore(target)
-    return target
+        return cls.from_parts(as_store(source).read(name))
 
 
 def _jsonable(value):

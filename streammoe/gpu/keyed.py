@@ -63,6 +63,7 @@ from numba import njit, prange
 from ..experts.fast_tree import TreePool
 from ..routers.mlp import MLPRouter, softmax
 from ..state.codec import StateFormatError, pack_arrays, pack_json, unpack_arrays, unpack_json
+from ..state.file import as_store
 from . import router_batch, tree_window
 from .backend import CudaUnavailableWarning, cupy_available, resolve_device
 
@@ -323,13 +324,13 @@ class KeyedDriftMoE:
 
     def save(self, target, name: str = "model") -> None:
         """Save to a directory path (file store) or any :class:`~streammoe.state.StateStore`."""
-        _as_store(target).write(name, self.state_parts())
+        as_store(target).write(name, self.state_parts())
 
     @classmethod
     def load(cls, source, name: str = "model", *, device: str | None = None,
              router_device: str | None = None) -> "KeyedDriftMoE":
         """Load what :meth:`save` wrote (see :meth:`from_parts` for the overrides)."""
-        return cls.from_parts(_as_store(source).read(name), device=device, router_device=router_device)
+        return cls.from_parts(as_store(source).read(name), device=device, router_device=router_device)
 
     # ------------------------------------------------------------------ validation
     def _check(self, keys, X, y):
@@ -446,14 +447,6 @@ class KeyedDriftMoE:
                 tm["train"] += t1 - t0
                 t0 = t1
             cur = seg_end
-
-
-def _as_store(target):
-    import os
-
-    from ..state.file import FileStore
-
-    return FileStore(target) if isinstance(target, (str, os.PathLike)) else target
 
 
 def _part(parts, name: str) -> bytes:

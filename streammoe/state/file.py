@@ -87,3 +87,9 @@ class MemoryStore:
 
     def names(self) -> list[str]:
         return sorted(self._models)
+
+
+def as_store(target):
+    """``target`` as a state store: a directory path becomes a :class:`FileStore`, a store is
+    used as is (what ``save``/``load`` of the models accept)."""
+    return FileStore(target) if isinstance(target, (str, os.PathLike)) else target
