@@ -88,6 +88,18 @@ def router_target(expert_pred, y, p_true, mask):
 
 
 @kernel(inline=True)
+def normalise_row(row):
+    """Scale ``row`` to sum 1 in place (left as is when its sum is not positive): the weighted
+    top-k mixture's last step, shared by the window kernel and the keyed pools."""
+    tot = 0.0
+    for c in range(row.shape[0]):
+        tot += row[c]
+    if tot > 0.0:
+        for c in range(row.shape[0]):
+            row[c] = row[c] / tot
+
+
+@kernel(inline=True)
 def _top_k_into(w, k, order, taken):
     """``order[:k]`` = the k largest weights, largest first, ties to the lower index."""
     E = w.shape[0]
@@ -125,12 +137,7 @@ def _window_kernel(A, hp, W, X, Y, k, mixture, start, P, proba, y_pred, expert, 
                 e = order[j]
                 for c in range(C):
                     proba[i, c] += W[i, e] * P[e, c]
-            tot = 0.0
-            for c in range(C):
-                tot += proba[i, c]
-            if tot > 0.0:
-                for c in range(C):
-                    proba[i, c] = proba[i, c] / tot
+            normalise_row(proba[i])
         else:
             for c in range(C):
                 proba[i, c] = P[top1, c]

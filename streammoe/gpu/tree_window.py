@@ -30,7 +30,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from ..experts.fast_loop import router_target
+from ..experts.fast_loop import normalise_row, router_target
 from ..experts.fast_tree import HP_MAX_NODES, argmax_or_neg, kernel, learn_leaf, predict_tree
 from ..routers.mlp import _forward
 
@@ -149,12 +149,7 @@ def answer_window(ptr, Y, W, order, expert_pred, p_true, Pk, mixture, class_coun
                     e = order[i, j]
                     for c in range(C):
                         proba[i, c] += W[i, e] * Pk[i, j, c]
-                tot = 0.0
-                for c in range(C):
-                    tot += proba[i, c]
-                if tot > 0.0:
-                    for c in range(C):
-                        proba[i, c] = proba[i, c] / tot
+                normalise_row(proba[i])
             else:
                 for c in range(C):
                     proba[i, c] = Pk[i, 0, c]
