@@ -206,6 +206,7 @@ class Daemon:
         self._last_loop = time.monotonic()
         self._store_backoff = Backoff(settings.redis.retry_base_s, settings.redis.retry_cap_s)
         self._rate_mark = (time.monotonic(), 0)
+        self._poll_clock = 0.0
         self._next_refresh = 0.0
         self._kafka_commit: dict = {}
         self._thread: Optional[threading.Thread] = None
@@ -378,7 +379,10 @@ class Daemon:
         if backoff.failing:  # nothing to process until Redis is back: poll until the next retry
             timeout = int(min(self.settings.serve.poll_timeout_ms,
                               max(1.0, 1000 * (backoff.next_try - time.monotonic()))))
+        t_poll = time.monotonic()
         records = self._consumer.poll(timeout_ms=timeout)
+        # the aligner's waits count time spent waiting for records, not time spent processing
+        self._poll_clock += time.monotonic() - t_poll
         if self._fatal is not None:
             raise self._fatal
         with self._lock:
@@ -425,12 +429,13 @@ class Daemon:
             owner, aligner = self.owners.get(p), self._aligners.get(p)
             if owner is None or aligner is None:
                 continue
-            _, tp_lab = self._tps(p)
+            tp_in, tp_lab = self._tps(p)
             every = self.settings.checkpoint.every_events
             while not self._stop.is_set():
                 # a run ends where the next checkpoint is due, so checkpoints land every N records
                 room = max(1, min(max_batch, every - owner.events_since_checkpoint))
-                run = aligner.next_run(lambda: self._caught_up(tp_lab), time.monotonic(), room)
+                run = aligner.next_run(lambda: self._caught_up(tp_lab), lambda: self._caught_up(tp_in),
+                                       self._poll_clock, room)
                 if run is None:
                     break
                 side, recs = run
@@ -640,7 +645,8 @@ class Daemon:
                 log_event(log, logging.WARNING, "input partition assigned without its labels partition; "
                           "delayed labels of this partition cannot be joined here", partition=p)
             self.owners[p] = owner
-            self._aligners[p] = Aligner(with_labels, self.settings.serve.align_idle_ms / 1000.0)
+            self._aligners[p] = Aligner(with_labels, self.settings.serve.align_idle_ms / 1000.0,
+                                        event_watermark=owner.event_time_ms)
             self.fenced.discard(p)
             tp_in, tp_lab = self._tps(p)
             self._seek(tp_in, owner.offsets.get(owner.input_key))
