@@ -223,12 +223,15 @@ def test_bad_messages_go_to_the_dead_letter_topic_with_their_reason(kafka_broker
     ]
     produce_values(kafka_broker, topics["input_topic"], [v for v, _ in inputs])
     produce_values(kafka_broker, topics["labels_topic"], [b'{"id": "g0", "y": 1}', b'{"id": 5, "y": 1}'])
+    # a later event proves that the event of label "g0" is not coming (it came, labelled inline):
+    # without it the label would wait as an early label, not be refused
+    produce_values(kafka_broker, topics["input_topic"], [good(4)], timestamp_ms=int(time.time() * 1000) + 60_000)
     d = Daemon(settings(kafka_broker, redis_server.url, topics, group=unique_name("g"), model=unique_name("m"),
                         limits={"max_bytes": 2000}, align_idle_ms=0,
                         producer_process=False)).start_thread()  # the in-process producer path
     want = [r for _, r in inputs if r] + ["unknown_event_id", "bad_id"]
     dlq = read_topic(kafka_broker, topics["deadletter_topic"], len(want), timeout=60)
-    preds = read_topic(kafka_broker, topics["predictions_topic"], 3, timeout=30)
+    preds = read_topic(kafka_broker, topics["predictions_topic"], 4, timeout=30)
     ok, health = d.health()
     counts = {r: d.metrics.dead_letters.labels(r)._value.get() for r in set(want)}
     stopped(d)
@@ -238,7 +241,7 @@ def test_bad_messages_go_to_the_dead_letter_topic_with_their_reason(kafka_broker
     for offset, (value, reason) in enumerate(inputs):
         if reason:
             assert by_offset[(topics["input_topic"], offset)] == (reason, value)  # original bytes kept
-    assert [json.loads(r.value)["id"] for r in preds] == ["g0", "g2", "g3"]
+    assert [json.loads(r.value)["id"] for r in preds] == ["g0", "g2", "g3", "g4"]
     assert ok, health  # the daemon kept going
     assert counts == {r: float(want.count(r)) for r in set(want)}
 

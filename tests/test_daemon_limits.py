@@ -5,6 +5,7 @@ buffer - and the daemon's memory - stays bounded; every case is counted."""
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
@@ -37,7 +38,11 @@ def test_limits_dead_letter_with_reasons_and_bound_the_pending_buffer(kafka_brok
     produce_values(kafka_broker, topics["input_topic"], inputs)
     produce_values(kafka_broker, topics["labels_topic"],
                    [json.dumps({"id": f"e-{i:02d}", "y": i % 2}).encode() for i in range(N)])
-    # the labels were produced after every event, so they wait align_idle_ms for more events
+    # a later event (labelled inline) proves that the events of the labels left over are not coming
+    produce_values(kafka_broker, topics["input_topic"],
+                   [json.dumps({"id": "e-end", "x": {"a": 0.5, "b": 1.0}, "y": 1}).encode()],
+                   timestamp_ms=int(time.time() * 1000) + 60_000)
+    inputs.append(b"e-end")
     d = Daemon(settings(kafka_broker, redis_server.url, topics, group=unique_name("g"), model=unique_name("m"),
                         limits=limits, align_idle_ms=2000)).start_thread()
     evicted = N - ROOM
