@@ -130,12 +130,12 @@ def test_claiming_a_partition_waits_for_redis_then_gives_up_after_retry_max_s(re
     restart = threading.Timer(1.5, redis.start)  # Redis is back after 1.5 s
     restart.start()
     t0 = time.monotonic()
-    epoch = daemon._retrying("claim", lambda: store.claim(name))
+    epoch = daemon.checkpoints.retrying("claim", lambda: store.claim(name))
     restart.join()  # start() has returned: the kill below cannot race it
     assert epoch >= 1 and store.epoch(name) == epoch
     assert time.monotonic() - t0 >= 1.0
     retries = daemon.metrics.registry.get_sample_value("streammoe_store_retries_total", {"op": "claim"})
-    assert retries >= 2 and not daemon._store_backoff.failing
+    assert retries >= 2 and not daemon.checkpoints.failing
 
     quick = Daemon(Settings.load(kafka=dict(bootstrap_servers="127.0.0.1:1", input_topic="in", group_id="g"),
                                  redis=dict(url=redis.url, retry_base_s=0.05, retry_cap_s=0.1, retry_max_s=1.0),
@@ -143,7 +143,7 @@ def test_claiming_a_partition_waits_for_redis_then_gives_up_after_retry_max_s(re
     redis.kill()
     t0 = time.monotonic()
     with pytest.raises(StoreUnavailableError):
-        quick._retrying("claim", lambda: store.claim(name))
+        quick.checkpoints.retrying("claim", lambda: store.claim(name))
     assert 1.0 <= time.monotonic() - t0 < 10.0
     redis.start()
 
