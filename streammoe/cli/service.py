@@ -7,6 +7,7 @@ or configuration, 1: a runtime failure).
 from __future__ import annotations
 
 import json
+import re
 import signal
 from enum import Enum
 from pathlib import Path
@@ -113,6 +114,8 @@ def serve(
     http_port: Optional[int] = typer.Option(None, "--http-port", min=0, max=65535, help="Port (0 = any free)."),
     log_level: Optional[LogLevel] = typer.Option(None, "--log-level"),
     log_json: Optional[bool] = typer.Option(None, "--log-json/--log-text", help="JSON log lines or text."),
+    show_settings: bool = typer.Option(False, "--show-settings", help="Print the effective settings (file, "
+                                       "STREAMMOE_* variables and flags merged; secrets hidden) as JSON and exit."),
 ) -> None:
     """Run the daemon: consume events, predict, learn, checkpoint state to Redis.
 
@@ -142,6 +145,9 @@ def serve(
     if log_json is not None:
         overrides["log_json"] = log_json
     settings = _load_settings(config, overrides)  # --param values extend the file's model.params
+    if show_settings:  # SecretStr fields print as ****; a password inside a URL is masked here
+        typer.echo(re.sub(r'(://[^:/@\s"]*:)[^@/\s"]+@', r"\1****@", settings.model_dump_json(indent=2)))
+        return
 
     from ..service.daemon import Daemon, DaemonError
     from ..service.logs import configure_logging
