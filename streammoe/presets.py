@@ -32,9 +32,7 @@ Examples
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable
-
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Callable
 
 if TYPE_CHECKING:  # the model (torch, numba) is imported when a factory runs, not with the registry
     from .model import DriftMoE

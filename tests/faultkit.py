@@ -30,7 +30,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 

@@ -25,8 +25,7 @@ class Progress:
     def __enter__(self) -> "Progress":
         if self.enabled and getattr(self.stream, "isatty", lambda: False)():
             from rich.console import Console
-            from rich.progress import (BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn,
-                                       TimeRemainingColumn)
+            from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
             from rich.progress import Progress as Bar
 
             columns = [TextColumn(f"[bold]{self.label}"), BarColumn(), MofNCompleteColumn(),

@@ -11,7 +11,7 @@ from typing import Any, Optional
 import typer
 
 from ..presets import BASELINES, PRESETS
-from .errors import USAGE_ERROR, fail, note
+from .errors import fail, note
 from .progress import Progress
 from .sources import open_source
 

@@ -82,7 +82,8 @@ class Aligner:
         self.event_watermark = None
         self._labels_gave_up = False
 
-    def next_run(self, labels_caught_up: Callable[[], bool], now: float, max_batch: int) -> Optional[tuple[str, list[Any]]]:
+    def next_run(self, labels_caught_up: Callable[[], bool], now: float,
+                 max_batch: int) -> Optional[tuple[str, list[Any]]]:
         """The next run of records to process - ``(EVENTS, records)`` or ``(LABELS, records)``
         - or ``None`` when nothing may be processed yet.  ``labels_caught_up`` (from the last
         fetch) is asked only when events wait and the labels queue is empty; whether the input
