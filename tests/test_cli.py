@@ -182,3 +182,21 @@ def test_progress_is_a_plain_line_when_stderr_is_not_a_terminal(tmp_path):
                           "--out", str(tmp_path / "run")], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert "replay: 1,000/1,000 events" in out.stderr and "ev/s" in out.stderr
+
+
+def test_plain_progress_keeps_talking_while_no_event_has_finished():
+    import io
+    import time
+
+    from streammoe.cli.progress import Progress
+
+    buf = io.StringIO()  # not a terminal
+    with Progress("replay", 10, every_s=0.05, stream=buf):
+        deadline = time.monotonic() + 30
+        while "compiling" not in buf.getvalue() and time.monotonic() < deadline:
+            time.sleep(0.01)
+    assert "replay: 0/10 events" in buf.getvalue() and "compiling" in buf.getvalue()
+    quiet = io.StringIO()
+    with Progress("replay", 10, enabled=False, every_s=0.01, stream=quiet):
+        pass
+    assert quiet.getvalue() == ""

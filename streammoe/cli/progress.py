@@ -3,6 +3,7 @@ otherwise (a log file, a CI job, a pipe), nothing when disabled."""
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from typing import Any, Optional
 
@@ -21,6 +22,11 @@ class Progress:
         self._bar: Any = None
         self._task: Any = None
         self._last = 0.0
+        self._t0 = 0.0
+        self._events = 0
+        self._stop = threading.Event()
+        self._ticker: Optional[threading.Thread] = None
+        self._lock = threading.Lock()
 
     def __enter__(self) -> "Progress":
         if self.enabled and getattr(self.stream, "isatty", lambda: False)():
@@ -34,10 +40,30 @@ class Progress:
             self._bar = Bar(*columns, console=Console(file=self.stream), transient=False)
             self._bar.__enter__()
             self._task = self._bar.add_task(self.label, total=self.total, rate="", acc="")
-        self._last = time.monotonic()
+        self._last = self._t0 = time.monotonic()
+        if self.enabled and self._bar is None:  # a line every few seconds even while nothing finishes
+            self._ticker = threading.Thread(target=self._tick, name="progress", daemon=True)
+            self._ticker.start()
         return self
 
+    def _tick(self) -> None:
+        """While no update comes (the first window compiles, a slow model), say that time passes."""
+        while not self._stop.wait(self.every_s / 2):
+            with self._lock:
+                now = time.monotonic()
+                if now - self._last >= self.every_s:
+                    self._last = now
+                    of = f"/{self.total:,}" if self.total else ""
+                    what = " (compiling the engine's kernels on a first run, or a slow model)" if not self._events \
+                        else ""
+                    print(f"{self.label}: {self._events:,}{of} events, {now - self._t0:.0f} s{what}",
+                          file=self.stream, flush=True)
+
     def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        if self._ticker is not None:
+            self._ticker.join()
+            self._ticker = None
         if self._bar is not None:
             self._bar.__exit__(*exc)
             self._bar = None
@@ -49,10 +75,12 @@ class Progress:
         if self._bar is not None:
             self._bar.update(self._task, completed=info.events, rate=f"{info.events_per_s:,.0f} ev/s", acc=acc)
             return
-        now = time.monotonic()
-        if now - self._last < self.every_s and not info.done:
-            return
-        self._last = now
+        with self._lock:
+            self._events = info.events
+            now = time.monotonic()
+            if now - self._last < self.every_s and not info.done:
+                return
+            self._last = now
         of = f"/{self.total:,}" if self.total else ""
         print(f"{self.label}: {info.events:,}{of} events, {info.elapsed_s:.0f} s, {info.events_per_s:,.0f} ev/s; "
               f"accuracy {acc}", file=self.stream, flush=True)

@@ -228,17 +228,17 @@ class _Baselines:
 
 
 def _start_baselines(spec: str, n: Optional[int], seed: int, target: Optional[str], window: int) -> _Baselines:
-    """One worker process per baseline (up to the number of cores); spawned, not forked, so that no
-    thread state of torch or numba is copied into them."""
+    """Worker processes for the baselines (one per baseline, up to the cores but one); spawned, not
+    forked, so that no thread state of torch or numba is copied into them."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
     from ..evaluation import run_baselines
 
     names = list(BASELINES)
-    workers = max(1, min(len(names), os.cpu_count() or 1))
+    workers = max(1, min(len(names), (os.cpu_count() or 1) - 1))  # one core stays with the main models
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
-    # slowest first: ARF takes longest, so it starts at once and the quick trees share the other worker
+    # slowest first: ARF takes longest, so it starts at once; the quick trees follow or share a worker
     futures = {name: pool.submit(run_baselines, spec, n, seed, target, [name], window) for name in names}
     return _Baselines(pool, futures, n)
 
