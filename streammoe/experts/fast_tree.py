@@ -484,7 +484,7 @@ def _attempt_split(A, hp, t, node, s, total, buf, order):
     pre_entropy = _entropy(A.class_w[t, s], A.keys[t, s], nk)
     best = _NEG_INF  # the null split comes first
     second = _NEG_INF
-    best_f = -1
+    best_f = np.int64(-1)  # typed int64 from the start: a literal -1 would compile _split_leaf twice
     best_sv = 0.0
     for f in range(D):
         merit, sv = _best_threshold(A, hp, t, s, f, pre_entropy, lhs, rhs)
@@ -516,7 +516,7 @@ def learn_tree(A, hp, t, x, y, buf, order):
 
     The caller guarantees room for two more nodes when the tree is below its node cap.
     """
-    learn_leaf(A, hp, t, find_leaf(A, t, x), x, y, buf, order, -2)
+    learn_leaf(A, hp, t, find_leaf(A, t, x), x, y, buf, order, np.int64(-2))  # int64: the window's overload
 
 
 @kernel(inline=True)
