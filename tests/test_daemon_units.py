@@ -143,14 +143,19 @@ def test_aligner_releases_in_event_time_order_events_first_on_ties():
         == [(EVENTS, [9]), (LABELS, [9]), (EVENTS, [12])]
 
 
-def test_aligner_waits_for_a_side_that_is_behind_then_gives_up_after_idle():
-    al = Aligner(with_labels=True, idle_s=0.5)
+def test_aligner_waits_for_a_side_that_is_behind_then_gives_up_after_max_wait():
+    """Events wait for a labels partition that is behind or not fetched yet (its labels are in the
+    broker and may come first in event time) - after a rebalance that can take longer than
+    align_idle_ms - but not past align_max_wait_ms of poll time."""
+    al = Aligner(with_labels=True, idle_s=0.5, max_wait_s=5.0)
     al.push(EVENTS, [rec("in", 0, 10, b"")])
     no, yes = (lambda: False), (lambda: True)
     assert al.next_run(no, yes, now=100.0, max_batch=10) is None
-    assert al.next_run(no, yes, now=100.4, max_batch=10) is None
-    side, recs = al.next_run(no, yes, now=100.6, max_batch=10)
+    assert al.next_run(no, yes, now=104.9, max_batch=10) is None
+    side, recs = al.next_run(no, yes, now=105.0, max_batch=10)
     assert side == EVENTS and len(recs) == 1
+    al.push(EVENTS, [rec("in", 1, 11, b"")])
+    assert al.next_run(yes, no, now=105.0, max_batch=10)[0] == EVENTS  # labels caught up: no wait
     al.push(LABELS, [rec("lab", 0, 5, b"")])
     side, _ = al.next_run(yes, no, now=0.0, max_batch=10)  # older than the events read: go
     assert side == LABELS
@@ -173,7 +178,7 @@ def test_a_label_waits_until_the_input_partition_was_read_past_it():
     al.push(LABELS, [rec("lab", i, 101 + i, b"") for i in range(4)])  # stamps 101..104
     side, recs = al.next_run(caught_up, behind, 0.0, 100)
     assert side == LABELS and [r.timestamp for r in recs] == [101]  # 102: an event stamped 102 may follow
-    for t in (0.1, 5.0, 500.0):  # the input partition is behind: the labels wait, however long
+    for t in (0.1, 5.0, 29.9):  # the input partition is behind: the labels wait (align_max_wait_ms)
         assert al.next_run(caught_up, behind, t, 100) is None
     al.push(EVENTS, [rec("in", 3, 103, b"")])
     assert [r.timestamp for r in al.next_run(caught_up, behind, 501.0, 100)[1]] == [102]

@@ -18,10 +18,11 @@ one producer per partition with CreateTime, and for LogAppendTime):
   or was already released (the *event watermark*, kept across checkpoints).  Then its event,
   stamped ``<= T``, has been read: if it is not waiting for a label it never will be, and the
   label may be refused as ``unknown_event_id`` (see :mod:`.early`).
-* Otherwise the label waits, however long the input partition takes to be fetched, while that
-  partition is behind (its position is before the high watermark of its last fetch response,
-  or it has not answered a fetch yet).  A backlog therefore never releases a label early,
-  whatever the fetch order.
+* Otherwise the label waits while that partition is behind (its position is before the high
+  watermark of its last fetch response, or it has not answered a fetch yet), for as long as it
+  takes the consumer to fetch it - up to ``max_wait_s`` of poll time (``serve.align_max_wait_ms``,
+  30 s), a safety valve for a partition the broker never serves.  A backlog therefore does not
+  release a label early, whatever the fetch order.
 * Only when the input partition looks caught up and the label has waited ``idle_s`` of *poll
   time* (time the daemon spent waiting in ``poll``, not time spent processing other
   partitions) is it released without proof - at the end of a stream, the last labels are
@@ -33,11 +34,12 @@ one producer per partition with CreateTime, and for LogAppendTime):
   proves nothing; nothing relies on broker end offsets (ListOffsets), which the test broker
   (Tansu) answers wrongly.
 
-Events are not held back that way, because a prediction must not wait for labels that may come
-much later: with no queued label, events wait for the labels partition only while it is behind,
-at most ``idle_s`` of poll time.  On a live stream the interleaving of a label and the events
-around it can therefore depend on fetch timing (learning order, not which labels are learned);
-on a backlog it cannot.  The cost of the rule: the labels of a stream's last events are learned
+Events are not held back for labels that are not there, because a prediction must not wait for
+labels that may come much later: with no queued label, events go as soon as the labels partition
+looks caught up, and wait only while it is behind or not fetched yet (at most ``max_wait_s`` of
+poll time) - its labels are in the broker, so the merge needs them.  On a live stream the
+interleaving of a label and the events around it can therefore depend on fetch timing
+(learning order, not which labels are learned); on a backlog it does not.  The cost of the rule: the labels of a stream's last events are learned
 ``idle_s`` (of poll time) after the input partition was read to its end, and on a live stream a
 label stamped like the newest event waits for the next event (or ``idle_s``).
 """
@@ -60,9 +62,12 @@ class Aligner:
     one stored with the partition's checkpoint so a restarted daemon decides as the old one
     would have."""
 
-    def __init__(self, with_labels: bool, idle_s: float, event_watermark: Optional[int] = None):
+    def __init__(self, with_labels: bool, idle_s: float, event_watermark: Optional[int] = None,
+                 max_wait_s: float = 30.0):
         self.with_labels = with_labels
         self.idle_s = float(idle_s)
+        self.max_wait_s = max(float(max_wait_s), self.idle_s)
+        self._behind_since: Optional[float] = None
         self.events: deque = deque()
         self.labels: deque = deque()
         self._waiting_since: Optional[float] = None
@@ -93,7 +98,7 @@ class Aligner:
     def clear(self) -> None:
         self.events.clear()
         self.labels.clear()
-        self._waiting_since = None
+        self._waiting_since = self._behind_since = None
         self._labels_gave_up = False
 
     def next_run(self, labels_caught_up: Callable[[], bool], input_caught_up: Callable[[], bool], now: float,
@@ -107,31 +112,43 @@ class Aligner:
         if not self.with_labels:
             return self._events_run(_take(ev, max_batch, None, True)) if ev else None
         if ev and lab:
-            self._waiting_since = None
+            self._waiting_since = self._behind_since = None
             if ev[0].timestamp <= lab[0].timestamp:
                 return self._events_run(_take(ev, max_batch, lab[0].timestamp, True))
             return LABELS, _take(lab, max_batch, ev[0].timestamp, False)
         if not ev and not lab:
-            self._waiting_since = None
+            self._waiting_since = self._behind_since = None
             return None
         if lab:
             wm = self.event_watermark
             if wm is not None and lab[0].timestamp < wm:  # the input partition was read past it
-                self._waiting_since = None
+                self._waiting_since = self._behind_since = None
                 return LABELS, _take(lab, max_batch, wm, False)
             if self._labels_gave_up:
                 return LABELS, _take(lab, max_batch, None, True)
             if not input_caught_up():  # its event may be in what is not fetched yet: wait
                 self._waiting_since = None
-                return None
-            if not self._idle(now):
+                if not self._behind_too_long(now):
+                    return None
+            elif not self._idle(now):
+                self._behind_since = None
                 return None
             self._labels_gave_up = True
             return LABELS, _take(lab, max_batch, None, True)
-        if labels_caught_up() or self._idle(now):
-            self._waiting_since = None
+        if labels_caught_up() or self._behind_too_long(now):
+            self._waiting_since = self._behind_since = None
             return self._events_run(_take(ev, max_batch, None, True))
         return None
+
+    def _behind_too_long(self, now: float) -> bool:
+        """The other side is behind (or not fetched yet): wait for it, but not past ``max_wait_s``
+        of poll time - a partition the broker never serves must not stop the other for good."""
+        if self._behind_since is None:
+            self._behind_since = now
+        if now - self._behind_since < self.max_wait_s:
+            return False
+        self._behind_since = None
+        return True
 
     def _idle(self, now: float) -> bool:
         """Start (or continue) a wait; True once it lasted ``idle_s`` (the wait then ends)."""

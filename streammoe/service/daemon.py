@@ -559,7 +559,8 @@ class Daemon:
                           "delayed labels of this partition cannot be joined here", partition=p)
             self.owners[p] = owner
             self._aligners[p] = Aligner(with_labels, self.settings.serve.align_idle_ms / 1000.0,
-                                        event_watermark=owner.event_time_ms)
+                                        event_watermark=owner.event_time_ms,
+                                        max_wait_s=self.settings.serve.align_max_wait_ms / 1000.0)
             self.fenced.discard(p)
             tp_in, tp_lab = self._tps(p)
             self._seek(tp_in, owner.offsets.get(owner.input_key))

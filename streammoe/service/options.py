@@ -36,6 +36,10 @@ class ServeSettings(BaseModel):
                                "a labels partition that is behind, and labels stamped after every event read "
                                "wait for a caught-up input partition, before going anyway; a label never goes "
                                "while its input partition is behind (see service.align)")
+    align_max_wait_ms: int = Field(
+        30_000, gt=0, description="poll time events wait for a labels partition that is behind (or not fetched "
+                                  "yet), and labels for an input partition that is behind, before going anyway; "
+                                  "a safety valve for a partition the broker does not serve (see service.align)")
     poll_timeout_ms: int = Field(200, gt=0, description="longest wait of one consumer poll")
     fetch_max_wait_ms: int = Field(
         20, gt=0, description="longest time the broker may hold a fetch while it has no new data; "
