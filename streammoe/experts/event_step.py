@@ -1,0 +1,218 @@
+"""One DriftMoE event in one compiled call: the per-event path of ``learn_one`` / ``predict_one``.
+
+Why: river's ``evaluate.progressive_val_score`` (and any user loop) calls the model once per
+event.  Done in Python, that is a call per expert per event (predict, validate, grow arrays...),
+several times slower than river's own Hoeffding tree.  Here everything an event needs runs in
+one kernel call: imputation of missing features, the router's forward pass and softmax, every
+expert's prediction, the answer, the router's target mask, the top-k experts' learning, the
+running statistics, and the event's row in the router's window.  Only what is rare or batched
+stays in Python: growing the model (a new feature, class or expert) and the router's Adam step
+at the end of a window.
+
+Every step is the operation the Python path performs, in the same order, on the same floats:
+
+* missing features take the running mean (``sums / counts``, 0 before any value), then the
+  mean is updated with the features present (after the event, as ``FeatureSpace.observe``);
+* the router's logits come from :func:`~streammoe.routers.mlp.forward_row` (the kernel behind
+  ``MLPRouter.logits``) and its weights from :func:`~streammoe.routers.mlp.softmax_row`
+  (NumPy's softmax, bit for bit, NumPy's ``exp`` included);
+* the experts are reached through :func:`predict_tree` / :func:`learn_leaf` exactly as the
+  windowed loop (:mod:`.fast_loop`) reaches them, so a tree's signature change is absorbed in
+  :func:`_predict_expert` and :func:`_learn_expert` alone.
+
+``tests/test_event_step.py`` checks predictions and saved state against the windowed path and
+against the Python per-event path.  Kernels return a status first: ``INVALID`` (a feature
+value NaN, infinite or beyond ``MAX_FEATURE``, checked before anything changes; the caller
+then takes the Python path, which raises the precise ``ValueError``) or ``OK``.
+"""
+from __future__ import annotations
+
+from ..features import MAX_FEATURE
+from ..routers.mlp import forward_row, pairwise_sum, softmax_row
+from .fast_loop import _argmax_first, _top_k_into, normalise_row, router_target
+from .fast_tree import argmax_or_neg, kernel, learn_leaf, needs_room, predict_tree
+
+OK, INVALID = 0, 1
+
+
+# ------------------------------------------------------------------ the two tree operations
+@kernel(inline=True)
+def _predict_expert(A, hp, e, x, out, leaf, nb_arg):
+    """Tree ``e``'s class probabilities for ``x`` into ``out``; remembers the leaf it reached
+    (and its naive Bayes argmax) so that :func:`_learn_expert` can reuse the traversal."""
+    leaf[e], nb_arg[e] = predict_tree(A, hp, e, x, out)
+
+
+@kernel(inline=True)
+def _learn_expert(A, hp, e, x, y, leaf, nb_arg, buf, iscratch):
+    """Tree ``e`` learns ``(x, y)`` at the leaf :func:`_predict_expert` found for ``x``."""
+    learn_leaf(A, hp, e, leaf[e], x, y, buf, iscratch, nb_arg[e])
+
+
+# ------------------------------------------------------------------ shared steps
+@kernel(inline=True)
+def _route(fw, rs, temperature, exp_fn, row, strict, sums, counts, xv, z, w):
+    """Feature vector ``xv`` (``row`` with NaN = missing, imputed) and router weights ``w``.
+
+    Returns False, changing nothing of the model, when a value is invalid (any NaN when
+    ``strict``: the caller vouched every feature is present)."""
+    d = row.shape[0]
+    for f in range(d):
+        v = row[f]
+        if v != v:
+            if strict:
+                return False
+            xv[f] = sums[f] / counts[f] if counts[f] > 0.0 else 0.0
+        elif -MAX_FEATURE <= v <= MAX_FEATURE:
+            xv[f] = v
+        else:
+            return False
+    W1T, b1, W2T, b2, W3T, b3 = fw
+    x32, logits, h1, h2, idx1, idx2 = rs
+    for f in range(d):
+        x32[f] = xv[f]  # float64 -> float32, as MLPRouter.logits casts its input
+    forward_row(W1T, b1, W2T, b2, W3T, b3, x32, logits, h1, h2, idx1, idx2)
+    softmax_row(logits, temperature, exp_fn, z, w)
+    return True
+
+
+@kernel(inline=True)
+def _observe(row, y, sums, counts, class_counts):
+    """The running means take the event's present features; its class is counted."""
+    for f in range(row.shape[0]):
+        v = row[f]
+        if v == v:
+            sums[f] += v
+            counts[f] += 1.0
+    class_counts[y] += 1.0
+
+
+@kernel(inline=True)
+def _prior_if_empty(proba, class_counts):
+    """An answer of zeros (no expert knows anything yet) becomes the running class prior."""
+    C = proba.shape[0]
+    for c in range(C):
+        if proba[c] > 0.0:
+            return
+    total = pairwise_sum(class_counts, 0, C)
+    for c in range(C):
+        proba[c] = class_counts[c] / total if total > 0.0 else class_counts[c]
+
+
+# ------------------------------------------------------------------ data mode
+@kernel
+def data_predict(fw, rs, temperature, exp_fn, A, hp, row, strict, sums, counts, k, mixture, class_counts,
+                 xv, z, w, P, proba, order, taken, leaf, nb_arg):
+    """Data mode, prediction only: ``proba`` and ``(status, answering expert, argmax class)``.
+
+    The answer is the top-1 expert's probabilities or the router-weighted mixture of the top-k
+    experts', normalised; zeros become the class prior.  Nothing of the model changes."""
+    if not _route(fw, rs, temperature, exp_fn, row, strict, sums, counts, xv, z, w):
+        return INVALID, -1, -1
+    C = proba.shape[0]
+    top1 = _argmax_first(w)
+    if mixture:
+        _top_k_into(w, k, order, taken)
+        for c in range(C):
+            proba[c] = 0.0
+        for j in range(k):
+            e = order[j]
+            _predict_expert(A, hp, e, xv, P[e], leaf, nb_arg)
+            for c in range(C):
+                proba[c] += w[e] * P[e, c]
+        normalise_row(proba)
+    else:
+        _predict_expert(A, hp, top1, xv, P[top1], leaf, nb_arg)
+        for c in range(C):
+            proba[c] = P[top1, c]
+    _prior_if_empty(proba, class_counts)
+    return OK, top1, _argmax_first(proba)
+
+
+@kernel
+def data_learn(fw, rs, temperature, exp_fn, A, hp, row, strict, sums, counts, y, k, class_counts,
+               usage, seen, correct, win_X, win_M, win_i, xv, z, w, P, expert_pred, order, taken, leaf, nb_arg,
+               buf, iscratch):
+    """Data mode, one labelled event: every expert predicts, is scored and sets the router's
+    target (row ``win_i`` of ``win_M``, with the features in row ``win_i`` of ``win_X``: the window's
+    next row), then the
+    top-k experts by router weight learn.  Returns ``(status, top-1 expert, needs room)``."""
+    if not _route(fw, rs, temperature, exp_fn, row, strict, sums, counts, xv, z, w):
+        return INVALID, -1, False
+    E = w.shape[0]
+    for e in range(E):
+        _predict_expert(A, hp, e, xv, P[e], leaf, nb_arg)
+        expert_pred[e] = argmax_or_neg(P[e])
+    top1 = _argmax_first(w)
+    usage[top1] += 1
+    win_m = win_M[win_i]
+    for e in range(E):
+        seen[e] += 1
+        if expert_pred[e] == y:
+            correct[e] += 1
+        win_m[e] = 0.0
+    router_target(expert_pred, y, P[:, y], win_m)
+    _top_k_into(w, k, order, taken)
+    for j in range(k):
+        _learn_expert(A, hp, order[j], xv, y, leaf, nb_arg, buf, iscratch)
+    win_x = win_X[win_i]
+    for f in range(xv.shape[0]):
+        win_x[f] = xv[f]
+    _observe(row, y, sums, counts, class_counts)
+    return OK, top1, needs_room(A, hp)
+
+
+# ------------------------------------------------------------------ task mode
+@kernel
+def task_predict(fw, rs, temperature, exp_fn, A, hp, row, strict, sums, counts, mixture,
+                 xv, z, w, P, proba, leaf, nb_arg):
+    """Task mode, prediction only (class ``c`` is expert ``c``): the router's weights, or with
+    ``mixture`` the weights times each expert's P(mine) renormalised (the weights when that is
+    all zero).  Returns ``(status, top-1 expert, argmax class)``."""
+    if not _route(fw, rs, temperature, exp_fn, row, strict, sums, counts, xv, z, w):
+        return INVALID, -1, -1
+    E = w.shape[0]
+    top1 = _argmax_first(w)
+    tot = 0.0
+    if mixture:
+        for e in range(E):
+            _predict_expert(A, hp, e, xv, P[e], leaf, nb_arg)
+            proba[e] = w[e] * P[e, 1]
+        tot = pairwise_sum(proba, 0, E)
+    if tot > 0.0:
+        for e in range(E):
+            proba[e] = proba[e] / tot
+    else:
+        for e in range(E):
+            proba[e] = w[e]
+    return OK, top1, _argmax_first(proba)
+
+
+@kernel
+def task_learn(fw, rs, temperature, exp_fn, A, hp, row, strict, sums, counts, y, class_counts,
+               usage, seen, correct, win_X, win_M, win_i, xv, z, w, P, leaf, nb_arg, buf, iscratch):
+    """Task mode, one labelled event: every one-vs-rest expert predicts and is scored (right
+    when it says "mine" exactly for its own class), the target is expert ``y``, and every expert
+    learns ``(x, e == y)``.  Returns ``(status, top-1 expert, needs room)``."""
+    if not _route(fw, rs, temperature, exp_fn, row, strict, sums, counts, xv, z, w):
+        return INVALID, -1, False
+    E = w.shape[0]
+    for e in range(E):
+        _predict_expert(A, hp, e, xv, P[e], leaf, nb_arg)
+    top1 = _argmax_first(w)
+    usage[top1] += 1
+    win_m = win_M[win_i]
+    for e in range(E):
+        says_mine = (P[e, 0] + P[e, 1] > 0.0) and P[e, 1] > P[e, 0]
+        seen[e] += 1
+        if says_mine == (e == y):
+            correct[e] += 1
+        win_m[e] = 0.0
+    win_m[y] = 1.0
+    for e in range(E):
+        _learn_expert(A, hp, e, xv, 1 if e == y else 0, leaf, nb_arg, buf, iscratch)
+    win_x = win_X[win_i]
+    for f in range(xv.shape[0]):
+        win_x[f] = xv[f]
+    _observe(row, y, sums, counts, class_counts)
+    return OK, top1, needs_room(A, hp)
