@@ -29,7 +29,7 @@ from . import __version__
 from .features import FeatureSpace, LabelSpace, check_features, normalise_label, plain_labels, plain_matrix
 from .event_path import EventPath
 from .pools import ArrayTreePool, ExpertPool, make_pool, pool_from_parts
-from .routers.mlp import MLPRouter, softmax
+from .routers.mlp import PAIRWISE_MAX, MLPRouter, softmax
 from .state.codec import pack_arrays, pack_json, unpack_arrays, unpack_json
 from .state.file import as_store
 
@@ -275,10 +275,12 @@ class DriftMoE(base.MiniBatchClassifier):
     # -- the compiled per-event path ---------------------------------------------------
     def _compiled_path(self) -> EventPath | None:
         """The compiled per-event step (one kernel call per ``predict_one`` / ``learn_one``) when it
-        applies: array trees (``engine='numba'``), no drift policy, no frozen expert.  Other
-        configurations (adaptive, neural, heterogeneous pools) keep the Python per-event path."""
+        applies: array trees (``engine='numba'``), no drift policy, no frozen expert, at most
+        ``PAIRWISE_MAX`` (128) experts.  Other configurations (adaptive, neural, heterogeneous
+        pools) keep the Python per-event path."""
         pool = self._pool
-        if self._policy is not None or type(pool) is not ArrayTreePool or True in pool.frozen_flags:
+        if self._policy is not None or type(pool) is not ArrayTreePool or True in pool.frozen_flags \
+                or pool.n > PAIRWISE_MAX:
             return None
         path = self._event_path
         if path is None:

@@ -94,7 +94,9 @@ def _prior_if_empty(proba, class_counts):
     for c in range(C):
         if proba[c] > 0.0:
             return
-    total = pairwise_sum(class_counts, 0, C)
+    total = 0.0
+    for c in range(C):  # counts of events: integers, so every order of addition gives this sum
+        total += class_counts[c]
     for c in range(C):
         proba[c] = class_counts[c] / total if total > 0.0 else class_counts[c]
 
@@ -178,7 +180,7 @@ def task_predict(fw, rs, temperature, exp_fn, A, hp, row, strict, sums, counts, 
         for e in range(E):
             _predict_expert(A, hp, e, xv, P[e], leaf, nb_arg)
             proba[e] = w[e] * P[e, 1]
-        tot = pairwise_sum(proba, 0, E)
+        tot = pairwise_sum(proba, E)
     if tot > 0.0:
         for e in range(E):
             proba[e] = proba[e] / tot

@@ -127,39 +127,38 @@ def _forward(W1T, b1, W2T, b2, W3T, b3, X, out):  # pragma: no cover - compiled
         forward_row(W1T, b1, W2T, b2, W3T, b3, X[i], out[i], h1, h2, idx1, idx2)
 
 
-@kernel
-def pairwise_sum(a, lo, n):  # pragma: no cover - compiled
-    """``a[lo:lo + n].sum()`` with NumPy's own order of additions (its pairwise summation of a
-    contiguous float64 vector: eight running sums per block of 128, halves above), so a
-    compiled softmax divides by exactly the sum NumPy's ``softmax`` divides by."""
+#: the longest vector :func:`pairwise_sum` adds in NumPy's order (NumPy's block size)
+PAIRWISE_MAX = 128
+
+
+@kernel(inline=True)
+def pairwise_sum(a, n):  # pragma: no cover - compiled
+    """``a[:n].sum()`` with NumPy's own order of additions for ``n <= PAIRWISE_MAX`` (its pairwise
+    summation of a contiguous float64 vector: eight running sums in one block), so a compiled
+    softmax divides by exactly the sum NumPy's ``softmax`` divides by.  (Longer vectors, which
+    NumPy splits in halves, are not supported: the callers check.)"""
     if n < 8:
         res = 0.0
         for i in range(n):
-            res += a[lo + i]
+            res += a[i]
         return res
-    if n <= 128:
-        r0, r1, r2, r3 = a[lo], a[lo + 1], a[lo + 2], a[lo + 3]
-        r4, r5, r6, r7 = a[lo + 4], a[lo + 5], a[lo + 6], a[lo + 7]
-        i = 8
-        while i < n - (n % 8):
-            b = lo + i
-            r0 += a[b]
-            r1 += a[b + 1]
-            r2 += a[b + 2]
-            r3 += a[b + 3]
-            r4 += a[b + 4]
-            r5 += a[b + 5]
-            r6 += a[b + 6]
-            r7 += a[b + 7]
-            i += 8
-        res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
-        while i < n:
-            res += a[lo + i]
-            i += 1
-        return res
-    n2 = n // 2
-    n2 -= n2 % 8
-    return pairwise_sum(a, lo, n2) + pairwise_sum(a, lo + n2, n - n2)
+    r0, r1, r2, r3, r4, r5, r6, r7 = a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]
+    i = 8
+    while i < n - (n % 8):
+        r0 += a[i]
+        r1 += a[i + 1]
+        r2 += a[i + 2]
+        r3 += a[i + 3]
+        r4 += a[i + 4]
+        r5 += a[i + 5]
+        r6 += a[i + 6]
+        r7 += a[i + 7]
+        i += 8
+    res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+    while i < n:
+        res += a[i]
+        i += 1
+    return res
 
 
 @kernel(inline=True)
@@ -177,7 +176,7 @@ def softmax_row(logits, temperature, exp_fn, z, w):  # pragma: no cover - compil
     for e in range(E):
         z[e] = z[e] - m
     numpy_exp(exp_fn, z, w)
-    s = pairwise_sum(w, 0, E)
+    s = pairwise_sum(w, E)
     for e in range(E):
         w[e] = w[e] / s
 
