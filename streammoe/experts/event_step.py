@@ -30,7 +30,7 @@ from __future__ import annotations
 from ..features import MAX_FEATURE
 from ..routers.mlp import forward_row, pairwise_sum, softmax_row
 from .fast_loop import _argmax_first, _top_k_into, normalise_row, router_target
-from .fast_tree import argmax_or_neg, kernel, learn_leaf, needs_room, predict_tree
+from .fast_tree import TreeArrays, argmax_or_neg, kernel, learn_leaf, needs_room, predict_tree
 
 OK, INVALID = 0, 1
 
@@ -51,11 +51,13 @@ def _learn_expert(A, hp, e, x, y, leaf, nb_arg, buf, iscratch):
 
 # ------------------------------------------------------------------ shared steps
 @kernel(inline=True)
-def _route(fw, rs, temperature, exp_fn, row, strict, sums, counts, xv, z, w):
+def _route(fw, rs, temperature, exp_fn, row, strict, sums, counts, xv, z, w, reuse, last_row):
     """Feature vector ``xv`` (``row`` with NaN = missing, imputed) and router weights ``w``.
 
     Returns False, changing nothing of the model, when a value is invalid (any NaN when
-    ``strict``: the caller vouched every feature is present)."""
+    ``strict``: the caller vouched every feature is present).  ``w`` is kept as it is when
+    ``reuse`` (the router has not changed since ``w`` was computed for ``last_row``) and ``row``
+    equals ``last_row``: ``learn_one`` after ``predict_one`` of the same event routes once."""
     d = row.shape[0]
     for f in range(d):
         v = row[f]
@@ -67,8 +69,17 @@ def _route(fw, rs, temperature, exp_fn, row, strict, sums, counts, xv, z, w):
             xv[f] = v
         else:
             return False
+    if reuse:
+        for f in range(d):
+            if not row[f] == last_row[f]:  # NaN (imputed) never counts as equal
+                reuse = False
+                break
+        if reuse:
+            return True
     W1T, b1, W2T, b2, W3T, b3 = fw
     x32, logits, h1, h2, idx1, idx2 = rs
+    for f in range(d):
+        last_row[f] = row[f]
     for f in range(d):
         x32[f] = xv[f]  # float64 -> float32, as MLPRouter.logits casts its input
     forward_row(W1T, b1, W2T, b2, W3T, b3, x32, logits, h1, h2, idx1, idx2)
@@ -103,14 +114,15 @@ def _prior_if_empty(proba, class_counts):
 
 # ------------------------------------------------------------------ data mode
 @kernel
-def data_predict(fw, rs, temperature, exp_fn, A, hp, row, strict, sums, counts, k, mixture, class_counts,
-                 xv, z, w, P, proba, order, taken, leaf, nb_arg):
+def data_predict(fw, rs, temperature, exp_fn, trees, hp, row, strict, sums, counts, k, mixture, class_counts,
+                 xv, z, w, P, proba, order, taken, leaf, nb_arg, reuse, last_row):
     """Data mode, prediction only: ``proba`` and ``(status, answering expert, argmax class)``.
 
     The answer is the top-1 expert's probabilities or the router-weighted mixture of the top-k
     experts', normalised; zeros become the class prior.  Nothing of the model changes."""
-    if not _route(fw, rs, temperature, exp_fn, row, strict, sums, counts, xv, z, w):
+    if not _route(fw, rs, temperature, exp_fn, row, strict, sums, counts, xv, z, w, reuse, last_row):
         return INVALID, -1, -1
+    A = TreeArrays(*trees)
     C = proba.shape[0]
     top1 = _argmax_first(w)
     if mixture:
@@ -132,15 +144,16 @@ def data_predict(fw, rs, temperature, exp_fn, A, hp, row, strict, sums, counts, 
 
 
 @kernel
-def data_learn(fw, rs, temperature, exp_fn, A, hp, row, strict, sums, counts, y, k, class_counts,
+def data_learn(fw, rs, temperature, exp_fn, trees, hp, row, strict, sums, counts, y, k, class_counts,
                usage, seen, correct, win_X, win_M, win_i, xv, z, w, P, expert_pred, order, taken, leaf, nb_arg,
-               buf, iscratch):
+               buf, iscratch, reuse, last_row):
     """Data mode, one labelled event: every expert predicts, is scored and sets the router's
     target (row ``win_i`` of ``win_M``, with the features in row ``win_i`` of ``win_X``: the window's
     next row), then the
     top-k experts by router weight learn.  Returns ``(status, top-1 expert, needs room)``."""
-    if not _route(fw, rs, temperature, exp_fn, row, strict, sums, counts, xv, z, w):
+    if not _route(fw, rs, temperature, exp_fn, row, strict, sums, counts, xv, z, w, reuse, last_row):
         return INVALID, -1, False
+    A = TreeArrays(*trees)
     E = w.shape[0]
     for e in range(E):
         _predict_expert(A, hp, e, xv, P[e], leaf, nb_arg)
@@ -166,13 +179,14 @@ def data_learn(fw, rs, temperature, exp_fn, A, hp, row, strict, sums, counts, y,
 
 # ------------------------------------------------------------------ task mode
 @kernel
-def task_predict(fw, rs, temperature, exp_fn, A, hp, row, strict, sums, counts, mixture,
-                 xv, z, w, P, proba, leaf, nb_arg):
+def task_predict(fw, rs, temperature, exp_fn, trees, hp, row, strict, sums, counts, mixture,
+                 xv, z, w, P, proba, leaf, nb_arg, reuse, last_row):
     """Task mode, prediction only (class ``c`` is expert ``c``): the router's weights, or with
     ``mixture`` the weights times each expert's P(mine) renormalised (the weights when that is
     all zero).  Returns ``(status, top-1 expert, argmax class)``."""
-    if not _route(fw, rs, temperature, exp_fn, row, strict, sums, counts, xv, z, w):
+    if not _route(fw, rs, temperature, exp_fn, row, strict, sums, counts, xv, z, w, reuse, last_row):
         return INVALID, -1, -1
+    A = TreeArrays(*trees)
     E = w.shape[0]
     top1 = _argmax_first(w)
     tot = 0.0
@@ -191,13 +205,15 @@ def task_predict(fw, rs, temperature, exp_fn, A, hp, row, strict, sums, counts, 
 
 
 @kernel
-def task_learn(fw, rs, temperature, exp_fn, A, hp, row, strict, sums, counts, y, class_counts,
-               usage, seen, correct, win_X, win_M, win_i, xv, z, w, P, leaf, nb_arg, buf, iscratch):
+def task_learn(fw, rs, temperature, exp_fn, trees, hp, row, strict, sums, counts, y, class_counts,
+               usage, seen, correct, win_X, win_M, win_i, xv, z, w, P, leaf, nb_arg, buf, iscratch, reuse,
+               last_row):
     """Task mode, one labelled event: every one-vs-rest expert predicts and is scored (right
     when it says "mine" exactly for its own class), the target is expert ``y``, and every expert
     learns ``(x, e == y)``.  Returns ``(status, top-1 expert, needs room)``."""
-    if not _route(fw, rs, temperature, exp_fn, row, strict, sums, counts, xv, z, w):
+    if not _route(fw, rs, temperature, exp_fn, row, strict, sums, counts, xv, z, w, reuse, last_row):
         return INVALID, -1, False
+    A = TreeArrays(*trees)
     E = w.shape[0]
     for e in range(E):
         _predict_expert(A, hp, e, xv, P[e], leaf, nb_arg)
