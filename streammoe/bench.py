@@ -26,6 +26,7 @@ from typing import Any, Callable
 import numpy as np
 
 CHUNK = 512  # events handed to predict_learn_many at once (the replay runner's chunk)
+PER_EVENT = "DriftMoE numba (per event)"  # the compiled engine called once per event
 
 
 @dataclass
@@ -49,6 +50,7 @@ def _model_factories(seed: int) -> dict[str, Callable[[], Any]]:
 
     return {
         "DriftMoE numba": lambda: DriftMoE(engine="numba", seed=seed),
+        PER_EVENT: lambda: DriftMoE(engine="numba", seed=seed),  # run one event at a time, as river users do
         "DriftMoE river": lambda: DriftMoE(engine="river", seed=seed),
         "river ARF (10 trees)": lambda: forest.ARFClassifier(n_models=10, seed=seed),
         "river HoeffdingTree": lambda: tree.HoeffdingTreeClassifier(),
@@ -64,9 +66,10 @@ def _state_bytes(model: Any) -> tuple[int, float | None]:
     return sum(len(b) for b in blobs.values()), (float(np.mean(experts)) if experts else None)
 
 
-def _run(model: Any, xs: list, ys: list) -> list:
-    """Prequential predictions of ``model`` over the events (batched when the model allows it)."""
-    batch = getattr(model, "predict_learn_many", None)
+def _run(model: Any, xs: list, ys: list, per_event: bool = False) -> list:
+    """Prequential predictions of ``model`` over the events (batched when the model allows it,
+    unless ``per_event``: ``predict_one`` / ``learn_one``, river's protocol)."""
+    batch = None if per_event else getattr(model, "predict_learn_many", None)
     preds: list = []
     if batch is not None:
         for s in range(0, len(xs), CHUNK):
@@ -91,11 +94,11 @@ def bench_stream(stream: str, n: int, seed: int, models: list[str], warmup: int,
         m = n if (slow_n is None or name == "DriftMoE numba") else min(n, slow_n)
         w = min(warmup, m if name == "DriftMoE numba" else m // 10)  # only the numba engine compiles
         t0 = time.perf_counter()  # warm-up: a throwaway model compiles / loads every kernel it needs
-        _run(factories[name](), xs[:w], ys[:w])
+        _run(factories[name](), xs[:w], ys[:w], name == PER_EVENT)
         warm_s = time.perf_counter() - t0
         model = factories[name]()
         t1 = time.perf_counter()
-        preds = _run(model, xs[:m], ys[:m])
+        preds = _run(model, xs[:m], ys[:m], name == PER_EVENT)
         steady = time.perf_counter() - t1
         hits = np.array([p == y for p, y in zip(preds, ys[:m])])
         total, per_expert = _state_bytes(model)
