@@ -23,69 +23,60 @@ if TYPE_CHECKING:  # pragma: no cover
 class EventPath:
     """Scratch and argument assembly for one model's compiled per-event calls."""
 
-    def __init__(self, exp_fn: int):
-        self.exp_fn = exp_fn  # NumPy's exp loop (see streammoe.routers.numpy_exp)
+    def __init__(self, model: "DriftMoE", exp_fn: int):
+        self.pool = model._pool  # the pool this path was made for (a loaded model gets a new path)
+        self.exp_fn = exp_fn     # NumPy's exp loop (see streammoe.routers.numpy_exp)
+        self.mixture = model.combine == "mixture"
+        self.data = model.mode == "data"
         self._shape: tuple | None = None
+        self._arrays = None      # the trees' arrays last handed over ...
+        self._fields = ()        # ... as a plain tuple (Numba types it twice as fast as the namedtuple)
+        self._routed = None      # router weights that computed the kept weights (for the kept row)
         self.proba = np.zeros(0)
+        self.order = np.zeros(0, dtype=np.int64)
         self._tags: list[str] = []
-        self._arrays = None    # the trees' arrays last handed over ...
-        self._fields = ()      # ... as a plain tuple (Numba types it twice as fast as the namedtuple)
-        self._dims = (-1, -1)  # ... and their numbers of features and classes
-        self._routed = None    # router weights that computed self.w (for the row in self.last_row)
-
-    def _scratch(self, d: int, E: int, C: int, tc: int, fw: tuple) -> None:
-        """(Re)allocate the scratch when the model's shape changed (a new feature, class or
-        expert); ``C``: the model's classes, ``tc``: the trees' (2 in task mode)."""
-        h1, h2 = fw[1].shape[0], fw[3].shape[0]
-        shape = (d, E, C, tc, h1, h2)
-        if shape == self._shape:
-            return
-        self._shape = shape
-        self.rs = (np.zeros(d, DTYPE), np.zeros(E, DTYPE), np.zeros(h1, DTYPE), np.zeros(h2, DTYPE),
-                   np.zeros(h1, dtype=np.int64), np.zeros(h2, dtype=np.int64))
-        self.xv, self.z, self.w, self.last_row = np.zeros(d), np.zeros(E), np.zeros(E), np.zeros(d)
-        self._routed = None
-        self.P = np.zeros((E, tc))
-        self.proba = np.zeros(C)
-        self.expert_pred = np.zeros(E, dtype=np.int64)
-        self.order = np.zeros(max(E, 1), dtype=np.int64)
-        self.taken = np.zeros(E, dtype=np.bool_)
-        self.leaf = np.zeros(E, dtype=np.int64)
-        self.nb_arg = np.zeros(E, dtype=np.int64)
-        self.buf = np.zeros(2 * tc)
-        self.iscratch = np.zeros(tc, dtype=np.int64)
-        self._tags = [f"expert/{e}" for e in range(E)]
 
     def _prepare(self, m: "DriftMoE", row: np.ndarray) -> tuple:
-        """The router's weights and the trees, sized for ``row`` and the model's classes."""
-        pool = m._pool
-        trees = pool.trees
+        """The router's weights, sized scratch and the trees for ``row`` and the model's classes;
+        also whether the kept router weights may be reused (same router since they were made)."""
+        trees = m._pool.trees
         d, C = row.shape[0], len(m._labels.classes)
-        want = (d, C if m.mode == "data" else 2)
-        if trees.arrays is not self._arrays or self._dims != want:
-            pool._fit(*want)
+        tc = C if self.data else 2
+        A = trees.arrays
+        if A is not self._arrays or A.g_n.shape[2] != d or A.class_w.shape[2] != tc:
+            m._pool._fit(d, tc)
             A = trees.arrays
-            self._arrays, self._fields, self._dims = A, tuple(A), (A.g_n.shape[2], A.class_w.shape[2])
+            self._arrays, self._fields = A, tuple(A)
         fw = m._router.forward_weights()
-        self._scratch(d, trees.n_trees, C, want[1], fw)
-        return fw, trees
+        shape = (d, C, tc, fw[5].shape[0], fw[1].shape[0], fw[3].shape[0])
+        if shape != self._shape:  # a new feature, class or expert: new scratch, nothing to reuse
+            self._shape = shape
+            n64, ni, n32 = ks.work_sizes(d, shape[3], C, tc, shape[4], shape[5])
+            self.f64, self.i64, self.f32 = np.zeros(n64), np.zeros(ni, dtype=np.int64), np.zeros(n32, DTYPE)
+            E = shape[3]
+            self.taken = np.zeros(E, dtype=np.bool_)
+            o = 2 * d + 2 * E + E * tc
+            self.proba, self.order = self.f64[o:o + C], self.i64[:E]
+            self._tags = [f"expert/{e}" for e in range(E)]
+            self._routed = None
+        reuse = fw is self._routed
+        self._routed = fw
+        return fw, trees, reuse
 
     def predict(self, m: "DriftMoE", row: np.ndarray, strict: bool) -> tuple[int, int] | None:
         """``(answering expert, argmax class)`` with the class probabilities in ``self.proba``,
         or ``None`` when ``row`` holds an invalid value (nothing changed)."""
-        fw, trees = self._prepare(m, row)
-        fs, reuse = m._features, fw is self._routed
-        self._routed = fw
-        if m.mode == "data":
+        fw, trees, reuse = self._prepare(m, row)
+        fs = m._features
+        if self.data:
             status, top1, arg = ks.data_predict(
-                fw, self.rs, m.temperature, self.exp_fn, self._fields, trees.hp, row, strict, fs.sums, fs.counts,
-                min(m.top_k, len(self.w)), m.combine == "mixture", m._class_counts, self.xv, self.z, self.w, self.P,
-                self.proba, self.order, self.taken, self.leaf, self.nb_arg, reuse, self.last_row)
+                fw, m.temperature, self.exp_fn, self._fields, trees.hp, row, strict, fs.sums, fs.counts,
+                min(m.top_k, len(self.taken)), self.mixture, m._class_counts, self.f64, self.i64, self.f32,
+                self.taken, reuse)
         else:
             status, top1, arg = ks.task_predict(
-                fw, self.rs, m.temperature, self.exp_fn, self._fields, trees.hp, row, strict, fs.sums, fs.counts,
-                m.combine == "mixture", self.xv, self.z, self.w, self.P, self.proba, self.leaf, self.nb_arg, reuse,
-                self.last_row)
+                fw, m.temperature, self.exp_fn, self._fields, trees.hp, row, strict, fs.sums, fs.counts,
+                self.mixture, m._class_counts, self.f64, self.i64, self.f32, reuse)
         if status != ks.OK:
             return None
         return top1, arg
@@ -93,37 +84,33 @@ class EventPath:
     def learn(self, m: "DriftMoE", row: np.ndarray, yi: int, strict: bool) -> bool:
         """Learn one event of class index ``yi``; ``False`` when ``row`` holds an invalid value
         (nothing changed)."""
-        fw, trees = self._prepare(m, row)
-        fs, win, E = m._features, m._window, len(self.w)
-        reuse = fw is self._routed
-        self._routed = fw
+        fw, trees, reuse = self._prepare(m, row)
+        fs, win, E = m._features, m._window, len(self.taken)
         win.reserve(row.shape[0], E)
-        data = m.mode == "data"
         k = min(m.top_k, E)
-        if data:
+        if self.data:
             status, top1, room = ks.data_learn(
-                fw, self.rs, m.temperature, self.exp_fn, self._fields, trees.hp, row, strict, fs.sums, fs.counts,
+                fw, m.temperature, self.exp_fn, self._fields, trees.hp, row, strict, fs.sums, fs.counts,
                 yi, k, m._class_counts, m._usage, m._expert_seen, m._expert_correct, win.X, win.M, win.n,
-                self.xv, self.z, self.w, self.P, self.expert_pred, self.order, self.taken, self.leaf, self.nb_arg,
-                self.buf, self.iscratch, reuse, self.last_row)
+                self.f64, self.i64, self.f32, self.taken, reuse)
         else:
             status, top1, room = ks.task_learn(
-                fw, self.rs, m.temperature, self.exp_fn, self._fields, trees.hp, row, strict, fs.sums, fs.counts,
+                fw, m.temperature, self.exp_fn, self._fields, trees.hp, row, strict, fs.sums, fs.counts,
                 yi, m._class_counts, m._usage, m._expert_seen, m._expert_correct, win.X, win.M, win.n,
-                self.xv, self.z, self.w, self.P, self.leaf, self.nb_arg, self.buf, self.iscratch, reuse,
-                self.last_row)
+                self.f64, self.i64, self.f32, reuse)
         if status != ks.OK:
             return False
         win.n += 1
         if room:
             trees._ensure_room()
         dirty = m._dirty
-        if data:
-            dirty.update(map(self._tags.__getitem__, self.order[:k].tolist()))
+        if self.data:
+            tags = self._tags
+            dirty.update([tags[e] for e in self.order.tolist()[:k]])
         else:
             dirty.update(self._tags)
         dirty.update(("meta", "stats", "window"))
         m.n_learned_ += 1
-        if not data or win.n >= m.window:
+        if not self.data or win.n >= m.window:
             m._train_router()
         return True

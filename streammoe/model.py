@@ -278,19 +278,21 @@ class DriftMoE(base.MiniBatchClassifier):
         applies: array trees (``engine='numba'``), no drift policy, no frozen expert, at most
         ``PAIRWISE_MAX`` (128) experts.  Other configurations (adaptive, neural, heterogeneous
         pools) keep the Python per-event path."""
+        path = self._event_path
+        if path is not None and path.pool is self._pool:
+            flags = path.pool.frozen_flags
+            return None if True in flags or len(flags) > PAIRWISE_MAX else path
         pool = self._pool
         if self._policy is not None or type(pool) is not ArrayTreePool or True in pool.frozen_flags \
                 or pool.n > PAIRWISE_MAX:
             return None
-        path = self._event_path
-        if path is None:
-            from .routers.numpy_exp import exp_loop_address
+        from .routers.numpy_exp import exp_loop_address
 
-            fn = exp_loop_address()
-            if not fn:  # NumPy's exp loop not reachable: its results could not be reproduced
-                return None
-            path = self._event_path = EventPath(fn)
-        return path
+        fn = exp_loop_address()
+        if not fn:  # NumPy's exp loop not reachable: its results could not be reproduced
+            return None
+        self._event_path = EventPath(self, fn)
+        return self._event_path
 
     def _compiled_answer(self, x: Any) -> tuple[EventPath, int] | None:
         """Run the compiled prediction for ``x``: ``(path, argmax class)`` with the probabilities in

@@ -33,6 +33,7 @@ from .fast_loop import _argmax_first, _top_k_into, normalise_row, router_target
 from .fast_tree import TreeArrays, argmax_or_neg, kernel, learn_leaf, needs_room, predict_tree
 
 OK, INVALID = 0, 1
+_CLASS_W = TreeArrays._fields.index("class_w")  # the kernels take the tree arrays as a plain tuple
 
 
 # ------------------------------------------------------------------ the two tree operations
@@ -50,6 +51,31 @@ def _learn_expert(A, hp, e, x, y, leaf, nb_arg, buf, iscratch):
 
 
 # ------------------------------------------------------------------ shared steps
+def work_sizes(d: int, E: int, C: int, tc: int, h1: int, h2: int) -> tuple[int, int, int]:
+    """Lengths of the three work arrays (float64, int64, float32) that :func:`_views` cuts up:
+    one array per dtype instead of a dozen, because every array argument costs the dispatcher
+    time on every call."""
+    return 2 * d + 2 * E + E * tc + C + 2 * tc, 4 * E + tc + h1 + h2, d + E + h1 + h2
+
+
+@kernel(inline=True)
+def _views(fw, d, C, tc, f64, i64, f32):
+    """The step's scratch as views of the work arrays (layout of :func:`work_sizes`); ``xv``,
+    ``last_row``, ``w`` and ``proba`` keep their values between calls (the caller reads
+    ``proba``; a learn after a predict of the same row reuses ``w``)."""
+    E, h1, h2 = fw[5].shape[0], fw[1].shape[0], fw[3].shape[0]
+    xv, last_row, z, w = f64[0:d], f64[d:2 * d], f64[2 * d:2 * d + E], f64[2 * d + E:2 * d + 2 * E]
+    o = 2 * d + 2 * E
+    P = f64[o:o + E * tc].reshape((E, tc))
+    o += E * tc
+    proba, buf = f64[o:o + C], f64[o + C:o + C + 2 * tc]
+    order, leaf, nb_arg, expert_pred = i64[0:E], i64[E:2 * E], i64[2 * E:3 * E], i64[3 * E:4 * E]
+    o = 4 * E
+    iscratch, idx1, idx2 = i64[o:o + tc], i64[o + tc:o + tc + h1], i64[o + tc + h1:o + tc + h1 + h2]
+    rs = (f32[0:d], f32[d:d + E], f32[d + E:d + E + h1], f32[d + E + h1:d + E + h1 + h2], idx1, idx2)
+    return xv, last_row, z, w, P, proba, buf, order, leaf, nb_arg, expert_pred, iscratch, rs
+
+
 @kernel(inline=True)
 def _route(fw, rs, temperature, exp_fn, row, strict, sums, counts, xv, z, w, reuse, last_row):
     """Feature vector ``xv`` (``row`` with NaN = missing, imputed) and router weights ``w``.
@@ -114,12 +140,14 @@ def _prior_if_empty(proba, class_counts):
 
 # ------------------------------------------------------------------ data mode
 @kernel
-def data_predict(fw, rs, temperature, exp_fn, trees, hp, row, strict, sums, counts, k, mixture, class_counts,
-                 xv, z, w, P, proba, order, taken, leaf, nb_arg, reuse, last_row):
+def data_predict(fw, temperature, exp_fn, trees, hp, row, strict, sums, counts, k, mixture, class_counts,
+                 f64, i64, f32, taken, reuse):
     """Data mode, prediction only: ``proba`` and ``(status, answering expert, argmax class)``.
 
     The answer is the top-1 expert's probabilities or the router-weighted mixture of the top-k
     experts', normalised; zeros become the class prior.  Nothing of the model changes."""
+    xv, last_row, z, w, P, proba, buf, order, leaf, nb_arg, expert_pred, iscratch, rs = _views(
+        fw, row.shape[0], class_counts.shape[0], trees[_CLASS_W].shape[2], f64, i64, f32)
     if not _route(fw, rs, temperature, exp_fn, row, strict, sums, counts, xv, z, w, reuse, last_row):
         return INVALID, -1, -1
     A = TreeArrays(*trees)
@@ -144,13 +172,13 @@ def data_predict(fw, rs, temperature, exp_fn, trees, hp, row, strict, sums, coun
 
 
 @kernel
-def data_learn(fw, rs, temperature, exp_fn, trees, hp, row, strict, sums, counts, y, k, class_counts,
-               usage, seen, correct, win_X, win_M, win_i, xv, z, w, P, expert_pred, order, taken, leaf, nb_arg,
-               buf, iscratch, reuse, last_row):
+def data_learn(fw, temperature, exp_fn, trees, hp, row, strict, sums, counts, y, k, class_counts,
+               usage, seen, correct, win_X, win_M, win_i, f64, i64, f32, taken, reuse):
     """Data mode, one labelled event: every expert predicts, is scored and sets the router's
-    target (row ``win_i`` of ``win_M``, with the features in row ``win_i`` of ``win_X``: the window's
-    next row), then the
-    top-k experts by router weight learn.  Returns ``(status, top-1 expert, needs room)``."""
+    target (row ``win_i`` of ``win_M``, with the features in row ``win_i`` of ``win_X``: the
+    window's next row), then the top-k experts by router weight learn.  Returns ``(status, top-1 expert, needs room)``."""
+    xv, last_row, z, w, P, proba, buf, order, leaf, nb_arg, expert_pred, iscratch, rs = _views(
+        fw, row.shape[0], class_counts.shape[0], trees[_CLASS_W].shape[2], f64, i64, f32)
     if not _route(fw, rs, temperature, exp_fn, row, strict, sums, counts, xv, z, w, reuse, last_row):
         return INVALID, -1, False
     A = TreeArrays(*trees)
@@ -179,11 +207,13 @@ def data_learn(fw, rs, temperature, exp_fn, trees, hp, row, strict, sums, counts
 
 # ------------------------------------------------------------------ task mode
 @kernel
-def task_predict(fw, rs, temperature, exp_fn, trees, hp, row, strict, sums, counts, mixture,
-                 xv, z, w, P, proba, leaf, nb_arg, reuse, last_row):
+def task_predict(fw, temperature, exp_fn, trees, hp, row, strict, sums, counts, mixture, class_counts,
+                 f64, i64, f32, reuse):
     """Task mode, prediction only (class ``c`` is expert ``c``): the router's weights, or with
     ``mixture`` the weights times each expert's P(mine) renormalised (the weights when that is
     all zero).  Returns ``(status, top-1 expert, argmax class)``."""
+    xv, last_row, z, w, P, proba, buf, order, leaf, nb_arg, expert_pred, iscratch, rs = _views(
+        fw, row.shape[0], class_counts.shape[0], trees[_CLASS_W].shape[2], f64, i64, f32)
     if not _route(fw, rs, temperature, exp_fn, row, strict, sums, counts, xv, z, w, reuse, last_row):
         return INVALID, -1, -1
     A = TreeArrays(*trees)
@@ -205,12 +235,13 @@ def task_predict(fw, rs, temperature, exp_fn, trees, hp, row, strict, sums, coun
 
 
 @kernel
-def task_learn(fw, rs, temperature, exp_fn, trees, hp, row, strict, sums, counts, y, class_counts,
-               usage, seen, correct, win_X, win_M, win_i, xv, z, w, P, leaf, nb_arg, buf, iscratch, reuse,
-               last_row):
+def task_learn(fw, temperature, exp_fn, trees, hp, row, strict, sums, counts, y, class_counts,
+               usage, seen, correct, win_X, win_M, win_i, f64, i64, f32, reuse):
     """Task mode, one labelled event: every one-vs-rest expert predicts and is scored (right
     when it says "mine" exactly for its own class), the target is expert ``y``, and every expert
     learns ``(x, e == y)``.  Returns ``(status, top-1 expert, needs room)``."""
+    xv, last_row, z, w, P, proba, buf, order, leaf, nb_arg, expert_pred, iscratch, rs = _views(
+        fw, row.shape[0], class_counts.shape[0], trees[_CLASS_W].shape[2], f64, i64, f32)
     if not _route(fw, rs, temperature, exp_fn, row, strict, sums, counts, xv, z, w, reuse, last_row):
         return INVALID, -1, False
     A = TreeArrays(*trees)
