@@ -20,6 +20,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from .model import DriftMoE
 
 
+_DIRTY = ("meta", "stats", "window")  # the parts every learned event changes (besides its experts)
+
+
 class EventPath:
     """Scratch and argument assembly for one model's compiled per-event calls."""
 
@@ -28,7 +31,7 @@ class EventPath:
         self.exp_fn = exp_fn     # NumPy's exp loop (see streammoe.routers.numpy_exp)
         self.mixture = model.combine == "mixture"
         self.data = model.mode == "data"
-        self._shape: tuple | None = None
+        self._shape: tuple = ()
         self._arrays = None      # the trees' arrays last handed over ...
         self._fields = ()        # ... as a plain tuple (Numba types it twice as fast as the namedtuple)
         self._routed = None      # router weights that computed the kept weights (for the kept row)
@@ -41,13 +44,15 @@ class EventPath:
         also whether the kept router weights may be reused (same router since they were made)."""
         trees = m._pool.trees
         d, C = row.shape[0], len(m._labels.classes)
+        fw = m._router._fwd or m._router.forward_weights()
+        if trees.arrays is self._arrays and fw is self._routed and (d, C) == self._shape[:2]:
+            return fw, trees, True  # nothing changed since the last call: the common case
         tc = C if self.data else 2
         A = trees.arrays
         if A is not self._arrays or A.g_n.shape[2] != d or A.class_w.shape[2] != tc:
             m._pool._fit(d, tc)
             A = trees.arrays
             self._arrays, self._fields = A, tuple(A)
-        fw = m._router.forward_weights()
         shape = (d, C, tc, fw[5].shape[0], fw[1].shape[0], fw[3].shape[0])
         if shape != self._shape:  # a new feature, class or expert: new scratch, nothing to reuse
             self._shape = shape
@@ -78,6 +83,7 @@ class EventPath:
                 fw, m.temperature, self.exp_fn, self._fields, trees.hp, row, strict, fs.sums, fs.counts,
                 self.mixture, m._class_counts, self.f64, self.i64, self.f32, reuse)
         if status != ks.OK:
+            self._routed = None  # the kept weights may predate the router's latest weights
             return None
         return top1, arg
 
@@ -99,17 +105,13 @@ class EventPath:
                 yi, m._class_counts, m._usage, m._expert_seen, m._expert_correct, win.X, win.M, win.n,
                 self.f64, self.i64, self.f32, reuse)
         if status != ks.OK:
+            self._routed = None
             return False
         win.n += 1
         if room:
             trees._ensure_room()
-        dirty = m._dirty
-        if self.data:
-            tags = self._tags
-            dirty.update([tags[e] for e in self.order.tolist()[:k]])
-        else:
-            dirty.update(self._tags)
-        dirty.update(("meta", "stats", "window"))
+        tags = self._tags
+        m._dirty.update([tags[e] for e in self.order.tolist()[:k]] if self.data else tags, _DIRTY)
         m.n_learned_ += 1
         if not self.data or win.n >= m.window:
             m._train_router()

@@ -55,6 +55,9 @@ class _WindowBuffer:
 
     def reserve(self, d: int, E: int, rows: int = 1) -> None:
         """Room for ``rows`` more events of ``d`` features and ``E`` experts."""
+        X, M = self.X, self.M
+        if self.n + rows <= X.shape[0] and X.shape[1] == d and M.shape[1] == E:
+            return
         if self.X.shape[1] != d or self.M.shape[1] != E:
             if self.n:
                 raise ValueError(f"window rows have {self.X.shape[1]} features and {self.M.shape[1]} experts, "

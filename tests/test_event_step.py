@@ -169,3 +169,19 @@ def test_numpy_exp_and_pairwise_sum_match_numpy():
     for n in (0, 1, 7, 8, 9, 15, 16, 33, 100, PAIRWISE_MAX):
         a = np.exp(rng.normal(size=n) * 6)
         assert total(a) == a.sum()
+
+
+def test_a_refused_event_after_a_router_step_does_not_reuse_stale_weights():
+    """The weights kept for 'learn after predict of the same row' must not survive a router step
+    followed by a refused event."""
+    events = _events("sea_a", 300)
+    a, b = DriftMoE(engine="numba", hidden=16, window=8), DriftMoE(engine="numba", hidden=16, window=8)
+    b._compiled_path = lambda: None
+    for x, y in events:
+        for m in (a, b):
+            m.predict_one(x)
+            m.learn_one(x, y)  # a window of 8: the router steps often
+            with pytest.raises(ValueError):
+                m.predict_one({k: float("nan") for k in x})
+        assert a.predict_proba_one(x) == b.predict_proba_one(x)
+    assert _digest(a, []) == _digest(b, [])
