@@ -50,10 +50,10 @@ def _model_factories(seed: int) -> dict[str, Callable[[], Any]]:
 
     return {
         "DriftMoE numba": lambda: DriftMoE(engine="numba", seed=seed),
-        PER_EVENT: lambda: DriftMoE(engine="numba", seed=seed),  # run one event at a time, as river users do
         "DriftMoE river": lambda: DriftMoE(engine="river", seed=seed),
         "river ARF (10 trees)": lambda: forest.ARFClassifier(n_models=10, seed=seed),
         "river HoeffdingTree": lambda: tree.HoeffdingTreeClassifier(),
+        PER_EVENT: lambda: DriftMoE(engine="numba", seed=seed),  # called one event at a time, as river users do
     }
 
 
