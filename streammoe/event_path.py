@@ -39,6 +39,11 @@ class EventPath:
         self.order = np.zeros(0, dtype=np.int64)
         self._tags: list[str] = []
 
+    def __reduce__(self):
+        """Pickled and copied as ``None``: the copy's model builds its own path on first use.  (The
+        scratch holds views, which a copy would detach, and ``exp_fn`` is an address in this process.)"""
+        return type(None), ()
+
     def _prepare(self, m: "DriftMoE", row: np.ndarray) -> tuple:
         """The router's weights, sized scratch and the trees for ``row`` and the model's classes;
         also whether the kept router weights may be reused (same router since they were made)."""

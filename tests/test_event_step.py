@@ -185,3 +185,20 @@ def test_a_refused_event_after_a_router_step_does_not_reuse_stale_weights():
                 m.predict_one({k: float("nan") for k in x})
         assert a.predict_proba_one(x) == b.predict_proba_one(x)
     assert _digest(a, []) == _digest(b, [])
+
+
+def test_a_pickled_or_copied_model_continues_exactly():
+    import copy
+    import pickle
+
+    events = _events("led_a", 400)
+    a = DriftMoE(engine="numba", hidden=16, window=32)
+    for x, y in events[:200]:
+        a.predict_one(x)
+        a.learn_one(x, y)
+    b, c = pickle.loads(pickle.dumps(a)), copy.deepcopy(a)
+    for x, y in events[200:]:
+        assert a.predict_proba_one(x) == b.predict_proba_one(x) == c.predict_proba_one(x)
+        for m in (a, b, c):
+            m.learn_one(x, y)
+    assert _digest(a, []) == _digest(b, []) == _digest(c, [])
