@@ -279,8 +279,12 @@ class DriftMoE(base.MiniBatchClassifier):
     def _compiled_path(self) -> EventPath | None:
         """The compiled per-event step (one kernel call per ``predict_one`` / ``learn_one``) when it
         applies: array trees (``engine='numba'``), no drift policy, no frozen expert, at most
-        ``PAIRWISE_MAX`` (128) experts.  Other configurations (adaptive, neural, heterogeneous
+        ``PAIRWISE_MAX`` (128) experts, one router input per feature.  Other configurations (adaptive, neural, heterogeneous
         pools) keep the Python per-event path."""
+        if self._router.n_inputs != len(self._features.names):
+            # the kernel feeds the feature vector itself to the router: an encoded input (e.g. a
+            # one-hot block per categorical feature) is the Python path's job
+            return None
         path = self._event_path
         if path is not None and path.pool is self._pool:
             flags = path.pool.frozen_flags
@@ -362,6 +366,7 @@ class DriftMoE(base.MiniBatchClassifier):
             self._class_counts = np.append(self._class_counts, 0.0)
             if self.mode == "task":
                 self._grow_expert()
+        path = self._compiled_path()  # growth may have changed whether it applies
         if path is not None:  # growth is done: the rest is the compiled step
             path.learn(self, self._features.row(x), yi, strict=False)
             return
