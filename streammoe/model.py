@@ -279,8 +279,8 @@ class DriftMoE(base.MiniBatchClassifier):
     def _compiled_path(self) -> EventPath | None:
         """The compiled per-event step (one kernel call per ``predict_one`` / ``learn_one``) when it
         applies: array trees (``engine='numba'``), no drift policy, no frozen expert, at most
-        ``PAIRWISE_MAX`` (128) experts, one router input per feature.  Other configurations (adaptive, neural, heterogeneous
-        pools) keep the Python per-event path."""
+        ``PAIRWISE_MAX`` (128) experts, one router input per feature.  Other configurations
+        (adaptive, neural, heterogeneous pools) keep the Python per-event path."""
         if self._router.n_inputs != len(self._features.names):
             # the kernel feeds the feature vector itself to the router: an encoded input (e.g. a
             # one-hot block per categorical feature) is the Python path's job

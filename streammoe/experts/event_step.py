@@ -18,12 +18,19 @@ Every step is the operation the Python path performs, in the same order, on the 
   (NumPy's softmax, bit for bit, NumPy's ``exp`` included);
 * the experts are reached through :func:`predict_tree` / :func:`learn_leaf` exactly as the
   windowed loop (:mod:`.fast_loop`) reaches them, so a tree's signature change is absorbed in
-  :func:`_predict_expert` and :func:`_learn_expert` alone.
+  :func:`_predict_expert` and :func:`_learn_expert` alone;
+* ``learn_one`` right after ``predict_one`` of the same event routes once: the weights are
+  kept with the row they were computed for and reused while the router is unchanged.
 
 ``tests/test_event_step.py`` checks predictions and saved state against the windowed path and
 against the Python per-event path.  Kernels return a status first: ``INVALID`` (a feature
 value NaN, infinite or beyond ``MAX_FEATURE``, checked before anything changes; the caller
 then takes the Python path, which raises the precise ``ValueError``) or ``OK``.
+
+Development note: Numba's disk cache keys a kernel by its own source file only, and these
+kernels inline code from ``fast_tree.py``, ``fast_loop.py``, ``routers/mlp.py`` and
+``routers/numpy_exp.py``; after editing those, delete ``streammoe/experts/__pycache__/*.nb[ic]``
+(or touch this file).
 """
 from __future__ import annotations
 
@@ -176,7 +183,8 @@ def data_learn(fw, temperature, exp_fn, trees, hp, row, strict, sums, counts, y,
                usage, seen, correct, win_X, win_M, win_i, f64, i64, f32, taken, reuse):
     """Data mode, one labelled event: every expert predicts, is scored and sets the router's
     target (row ``win_i`` of ``win_M``, with the features in row ``win_i`` of ``win_X``: the
-    window's next row), then the top-k experts by router weight learn.  Returns ``(status, top-1 expert, needs room)``."""
+    window's next row), then the top-k experts by router weight learn.  Returns ``(status,
+    top-1 expert, needs room)``."""
     xv, last_row, z, w, P, proba, buf, order, leaf, nb_arg, expert_pred, iscratch, rs = _views(
         fw, row.shape[0], class_counts.shape[0], trees[_CLASS_W].shape[2], f64, i64, f32)
     if not _route(fw, rs, temperature, exp_fn, row, strict, sums, counts, xv, z, w, reuse, last_row):
