@@ -35,17 +35,17 @@ _NAME = _NTYPES + 2 * ctypes.sizeof(ctypes.c_int)
 
 
 @intrinsic
-def _call_unary_loop(typingctx, fn, src, dst):
+def _call_unary_loop(typingctx, fn, data, src, dst):
     """Call a NumPy inner loop ``fn(char **args, npy_intp *dims, npy_intp *steps, void *data)``
     on two contiguous float64 vectors of equal length (``dst = f(src)``)."""
-    sig = types.void(types.intp, src, dst)
+    sig = types.void(types.intp, types.intp, src, dst)
 
     def codegen(context, builder, signature, args):
-        fn_addr, src_v, dst_v = args
+        fn_addr, data_addr, src_v, dst_v = args
         byte_ptr = ir.IntType(8).as_pointer()
         intp = context.get_value_type(types.intp)
-        src_a = context.make_array(signature.args[1])(context, builder, src_v)
-        dst_a = context.make_array(signature.args[2])(context, builder, dst_v)
+        src_a = context.make_array(signature.args[2])(context, builder, src_v)
+        dst_a = context.make_array(signature.args[3])(context, builder, dst_v)
         ptrs = cgutils.alloca_once(builder, byte_ptr, size=2)  # entry block: no stack growth in loops
         builder.store(builder.bitcast(src_a.data, byte_ptr), ptrs)
         builder.store(builder.bitcast(dst_a.data, byte_ptr), builder.gep(ptrs, [ir.Constant(intp, 1)]))
@@ -56,7 +56,7 @@ def _call_unary_loop(typingctx, fn, src, dst):
         fnty = ir.FunctionType(ir.VoidType(), [byte_ptr.as_pointer(), intp.as_pointer(), intp.as_pointer(),
                                                byte_ptr])
         builder.call(builder.inttoptr(fn_addr, fnty.as_pointer()),
-                     [ptrs, dims, builder.gep(dims, [ir.Constant(intp, 1)]), ir.Constant(byte_ptr, None)])
+                     [ptrs, dims, builder.gep(dims, [ir.Constant(intp, 1)]), builder.inttoptr(data_addr, byte_ptr)])
         return context.get_dummy_value()
 
     return sig, codegen
@@ -64,23 +64,31 @@ def _call_unary_loop(typingctx, fn, src, dst):
 
 @kernel(inline=True)
 def numpy_exp(fn, src, dst):  # pragma: no cover - compiled
-    """``dst[:] = np.exp(src)`` through NumPy's loop at address ``fn`` (contiguous float64 vectors)."""
+    """``dst[:] = np.exp(src)`` through NumPy's loop ``fn`` (an address from :func:`exp_loop_address`;
+    contiguous float64 vectors).  The loops ``np.exp`` runs on float64 take no data pointer."""
     if src.shape[0] > 0:
-        _call_unary_loop(fn, src, dst)
+        _call_unary_loop(fn, 0, src, dst)
 
 
 def _candidates(ufunc: np.ufunc) -> list[int]:
-    """Addresses of the ufunc's ``d->d`` loops, in its type order (empty if the layout is not the expected one)."""
+    """Addresses of the ufunc's ``d->d`` loops that take no data pointer, in its type order
+    (empty if the layout is not the expected one).  A loop with data (a generic loop calling a C
+    function through it) is left out: the kernels call loops without data."""
     base = id(ufunc)
     if ctypes.c_int.from_address(base + _NTYPES).value != ufunc.ntypes:
         return []
     if ctypes.c_char_p.from_address(base + _NAME).value != ufunc.__name__.encode():
         return []
+    ptr = ctypes.sizeof(ctypes.c_void_p)
     table = ctypes.c_void_p.from_address(base + _FUNCTIONS).value
+    data = ctypes.c_void_p.from_address(base + _FUNCTIONS + ptr).value
     if not table:
         return []
-    return [ctypes.c_void_p.from_address(table + i * ctypes.sizeof(ctypes.c_void_p)).value or 0
-            for i, sig in enumerate(ufunc.types) if sig == "d->d"]
+    out = []
+    for i, sig in enumerate(ufunc.types):
+        if sig == "d->d" and not (data and ctypes.c_void_p.from_address(data + i * ptr).value):
+            out.append(ctypes.c_void_p.from_address(table + i * ptr).value or 0)
+    return out
 
 
 @functools.lru_cache(maxsize=1)
