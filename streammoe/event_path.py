@@ -9,6 +9,7 @@ frozen expert; :meth:`streammoe.model.DriftMoE._compiled_path` decides when it a
 """
 from __future__ import annotations
 
+from operator import is_
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -38,6 +39,22 @@ class EventPath:
         self.proba = np.zeros(0)
         self.order = np.zeros(0, dtype=np.int64)
         self._tags: list[str] = []
+        self._entries: dict = {}  # kernel -> (its array arguments at the last dispatch, entry point)
+
+    def _call(self, kernel, args: tuple, arrays: tuple):
+        """``kernel(*args)``, through its compiled entry point when ``arrays`` (every argument that
+        is not a fresh float64 row or a Python scalar of fixed type) are the very objects of the
+        last call through the dispatcher, and so of the same Numba types.  Why: typing ~40 array
+        arguments costs the dispatcher ~3 us a call, more than the kernel's own work on a small
+        tree; the entry point only unboxes them."""
+        last = self._entries.get(kernel)
+        if last is not None and all(map(is_, last[0], arrays)):
+            return last[1](*args)
+        out = kernel(*args)
+        compiled = kernel.overloads.get(tuple(kernel.typeof_pyval(a) for a in args))
+        if compiled is not None:  # else: the dispatcher every time
+            self._entries[kernel] = (arrays, compiled.entry_point)
+        return out
 
     def __reduce__(self):
         """Pickled and copied as ``None``: the copy's model builds its own path on first use.  (The
@@ -78,15 +95,16 @@ class EventPath:
         or ``None`` when ``row`` holds an invalid value (nothing changed)."""
         fw, trees, reuse = self._prepare(m, row)
         fs = m._features
+        arrays = (fw, m.temperature, self._fields, trees.hp, fs.sums, fs.counts, m._class_counts, self.f64)
         if self.data:
-            status, top1, arg = ks.data_predict(
+            status, top1, arg = self._call(ks.data_predict, (
                 fw, m.temperature, self.exp_fn, self._fields, trees.hp, row, strict, fs.sums, fs.counts,
                 min(m.top_k, len(self.taken)), self.mixture, m._class_counts, self.f64, self.i64, self.f32,
-                self.taken, reuse)
+                self.taken, reuse), arrays)
         else:
-            status, top1, arg = ks.task_predict(
+            status, top1, arg = self._call(ks.task_predict, (
                 fw, m.temperature, self.exp_fn, self._fields, trees.hp, row, strict, fs.sums, fs.counts,
-                self.mixture, m._class_counts, self.f64, self.i64, self.f32, reuse)
+                self.mixture, m._class_counts, self.f64, self.i64, self.f32, reuse), arrays)
         if status != ks.OK:
             self._routed = None  # the kept weights may predate the router's latest weights
             return None
@@ -99,16 +117,18 @@ class EventPath:
         fs, win, E = m._features, m._window, len(self.taken)
         win.reserve(row.shape[0], E)
         k = min(m.top_k, E)
+        arrays = (fw, m.temperature, self._fields, trees.hp, fs.sums, fs.counts, m._class_counts, m._usage,
+                  m._expert_seen, m._expert_correct, win.X, win.M, self.f64)
         if self.data:
-            status, top1, room = ks.data_learn(
+            status, top1, room = self._call(ks.data_learn, (
                 fw, m.temperature, self.exp_fn, self._fields, trees.hp, row, strict, fs.sums, fs.counts,
                 yi, k, m._class_counts, m._usage, m._expert_seen, m._expert_correct, win.X, win.M, win.n,
-                self.f64, self.i64, self.f32, self.taken, reuse)
+                self.f64, self.i64, self.f32, self.taken, reuse), arrays)
         else:
-            status, top1, room = ks.task_learn(
+            status, top1, room = self._call(ks.task_learn, (
                 fw, m.temperature, self.exp_fn, self._fields, trees.hp, row, strict, fs.sums, fs.counts,
                 yi, m._class_counts, m._usage, m._expert_seen, m._expert_correct, win.X, win.M, win.n,
-                self.f64, self.i64, self.f32, reuse)
+                self.f64, self.i64, self.f32, reuse), arrays)
         if status != ks.OK:
             self._routed = None
             return False
