@@ -9,6 +9,7 @@ frozen expert; :meth:`streammoe.model.DriftMoE._compiled_path` decides when it a
 """
 from __future__ import annotations
 
+import weakref
 from operator import is_
 from typing import TYPE_CHECKING
 
@@ -22,6 +23,11 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 _DIRTY = ("meta", "stats", "window")  # the parts every learned event changes (besides its experts)
+
+#: per path: kernel -> (its array arguments at the last dispatch, its compiled entry point).  Kept
+#: outside the path so that nothing reachable from a model holds Numba's internals (river's
+#: memory walk, ``_raw_memory_usage``, trips over their dead weak proxies).
+_ENTRIES: "weakref.WeakKeyDictionary[EventPath, dict]" = weakref.WeakKeyDictionary()
 
 
 class EventPath:
@@ -39,7 +45,7 @@ class EventPath:
         self.proba = np.zeros(0)
         self.order = np.zeros(0, dtype=np.int64)
         self._tags: list[str] = []
-        self._entries: dict = {}  # kernel -> (its array arguments at the last dispatch, entry point)
+        _ENTRIES[self] = {}
 
     def _call(self, kernel, args: tuple, arrays: tuple):
         """``kernel(*args)``, through its compiled entry point when ``arrays`` (every argument that
@@ -47,13 +53,14 @@ class EventPath:
         last call through the dispatcher, and so of the same Numba types.  Why: typing ~40 array
         arguments costs the dispatcher ~3 us a call, more than the kernel's own work on a small
         tree; the entry point only unboxes them."""
-        last = self._entries.get(kernel)
+        entries = _ENTRIES[self]
+        last = entries.get(kernel)
         if last is not None and all(map(is_, last[0], arrays)):
             return last[1](*args)
         out = kernel(*args)
         compiled = kernel.overloads.get(tuple(kernel.typeof_pyval(a) for a in args))
         if compiled is not None:  # else: the dispatcher every time
-            self._entries[kernel] = (arrays, compiled.entry_point)
+            entries[kernel] = (arrays, compiled.entry_point)
         return out
 
     def __reduce__(self):
