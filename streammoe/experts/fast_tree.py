@@ -92,7 +92,8 @@ TreeArrays = namedtuple(
     ["n_nodes", "n_leaves",
      "feature", "threshold", "left", "right", "depth", "slot",
      "last_attempt", "mc_correct", "nb_correct", "n_keys", "n_seen", "class_w", "keys", "seen",
-     "g_n", "g_mean", "g_m2", "g_min", "g_max", "g_var", "g_hlv"],
+     "g_n", "g_mean", "g_m2", "g_min", "g_max", "g_var", "g_hlv",
+     "nom_index", "cat_w", "cat_order", "cat_n", "set_tab"],
 )
 _TREE_FIELDS = ("n_nodes", "n_leaves")
 _NODE_FIELDS = ("feature", "threshold", "left", "right", "depth", "slot")
@@ -101,8 +102,14 @@ _ORDER_FIELDS = ("keys", "seen")
 _GAUSS_FIELDS = ("g_n", "g_mean", "g_m2", "g_min", "g_max")
 _CACHE_FIELDS = ("g_var", "g_hlv")
 _SAVED_FIELDS = _TREE_FIELDS + _NODE_FIELDS + _SLOT_FIELDS + ("class_w",) + _ORDER_FIELDS + _GAUSS_FIELDS
+#: nominal (categorical) attributes: per tree ``nom_index`` [E, D] (the feature's index among the
+#: nominal ones, -1 for a numeric feature; equal in every tree), per slot ``cat_w`` [E, L, Dn, V, C]
+#: (weight of each category per class), ``cat_order`` [E, L, Dn, V] (categories in the order the
+#: slot first saw them) and ``cat_n`` [E, L, Dn]; ``set_tab`` [E, 2 T] is scratch (never saved).
+#: Saved only when the pool has nominal features, so numeric states keep their layout.
+_NOMINAL_FIELDS = ("nom_index", "cat_w", "cat_order", "cat_n")
 _INT_FIELDS = frozenset(_TREE_FIELDS + ("feature", "left", "right", "depth", "slot", "n_keys", "n_seen")
-                        + _ORDER_FIELDS)
+                        + _ORDER_FIELDS + ("nom_index", "cat_order", "cat_n", "set_tab"))
 _CONFIG_KEYS = ("grace_period", "delta", "tau", "leaf_prediction", "max_nodes", "max_bytes",
                 "n_splits", "min_branch_fraction", "max_share_to_split", "river_exact")
 
@@ -134,7 +141,12 @@ def find_leaf(A, t, x):
     """Node index of the leaf that ``x`` reaches in tree ``t``."""
     node = 0
     while A.feature[t, node] >= 0:
-        if x[A.feature[t, node]] <= A.threshold[t, node]:
+        f = A.feature[t, node]
+        if A.nom_index[t, f] >= 0:  # nominal: x[f] == value goes left (river's branch 0)
+            go_left = x[f] == A.threshold[t, node]
+        else:
+            go_left = x[f] <= A.threshold[t, node]
+        if go_left:
             node = A.left[t, node]
         else:
             node = A.right[t, node]
@@ -219,6 +231,19 @@ def _nb_proba(A, hp, t, s, x, out):
             out[c] = math.log(w / total)
     for f in range(D):
         xf = x[f]
+        k = A.nom_index[t, f]
+        if k >= 0:  # river's NominalSplitterClassif.cond_proba: log(n(v, c) / n(c)) when positive
+            v = int(xf)
+            for c in range(C):
+                if A.class_w[t, s, c] > 0.0:
+                    tot = 0.0
+                    for u in range(A.cat_w.shape[3]):
+                        tot += A.cat_w[t, s, k, u, c]
+                    if tot > 0.0:
+                        tmp = A.cat_w[t, s, k, v, c] / tot
+                        if tmp > 0.0:
+                            out[c] += math.log(tmp)
+            continue
         for c in range(C):
             var = A.g_var[t, s, f, c]
             if var > 0.0 and A.class_w[t, s, c] > 0.0:
@@ -274,6 +299,12 @@ def _clear_gaussians(A, t, s):
             A.g_max[t, s, f, c] = 0.0
             A.g_var[t, s, f, c] = 0.0
             A.g_hlv[t, s, f, c] = 0.0
+    for k in range(A.cat_w.shape[2]):
+        A.cat_n[t, s, k] = 0
+        for v in range(A.cat_w.shape[3]):
+            A.cat_order[t, s, k, v] = -1
+            for c in range(A.cat_w.shape[4]):
+                A.cat_w[t, s, k, v, c] = 0.0
 
 
 @kernel
@@ -407,6 +438,120 @@ def _best_threshold(A, hp, t, s, f, pre_entropy, lhs, rhs):
     return best, best_sv
 
 
+@kernel(inline=True)
+def _set_insert(tab, off, mask, key):
+    """Put ``key`` where CPython's set puts a new int (hash = key): probe ``i``, then up to
+    9 linear neighbours, then ``i = 5 i + 1 + perturb`` with ``perturb >>= 5``."""
+    perturb = key
+    i = key & mask
+    while True:
+        if tab[off + i] < 0:
+            tab[off + i] = key
+            return
+        if i + 9 <= mask:
+            for j in range(1, 10):
+                if tab[off + i + j] < 0:
+                    tab[off + i + j] = key
+                    return
+        perturb >>= 5
+        i = (i * 5 + 1 + perturb) & mask
+
+
+@kernel
+def _set_order(A, t, s, k):
+    """Lay slot ``s``'s categories of nominal feature ``k`` out as CPython's ``set`` does when
+    they are added in first-seen order (river iterates that set to order its binary split
+    candidates, and ties go to the earlier one).  Returns ``(offset, mask)`` of the table in
+    ``A.set_tab[t]``: iterating it and skipping ``-1`` gives the set's order."""
+    tab = A.set_tab[t]
+    half = tab.shape[0] // 2
+    cur = 0
+    mask = 7
+    for i in range(8):
+        tab[i] = -1
+    fill = 0
+    for m in range(A.cat_n[t, s, k]):
+        _set_insert(tab, cur, mask, A.cat_order[t, s, k, m])
+        fill += 1
+        if fill * 5 >= mask * 3:  # CPython resizes to the smallest power of 2 above 4 * used
+            size = 8
+            while size <= fill * 4:
+                size <<= 1
+            nxt = half - cur
+            for i in range(size):
+                tab[nxt + i] = -1
+            for i in range(mask + 1):
+                if tab[cur + i] >= 0:
+                    _set_insert(tab, nxt, size - 1, tab[cur + i])
+            cur = nxt
+            mask = size - 1
+    return cur, mask
+
+
+@kernel
+def _nominal_dist(A, t, s, k, v, lhs, rhs):
+    """Class weights of ``x[f] == v`` (``lhs``) and ``x[f] != v`` (``rhs``) for nominal feature
+    index ``k``; a class with no weight on a side is absent there (``-1``), as in river."""
+    for c in range(lhs.shape[0]):
+        lhs[c] = -1.0
+        rhs[c] = -1.0
+    for j in range(A.n_seen[t, s]):
+        c = A.seen[t, s, j]
+        eq = A.cat_w[t, s, k, v, c]
+        if eq > 0.0:
+            lhs[c] = eq
+        other = 0.0
+        found = False
+        for m in range(A.cat_n[t, s, k]):
+            u = A.cat_order[t, s, k, m]
+            if u != v and A.cat_w[t, s, k, u, c] > 0.0:
+                other += A.cat_w[t, s, k, u, c]
+                found = True
+        if found:
+            rhs[c] = other
+
+
+@kernel
+def _split_merit(A, hp, t, s, pre_entropy, lhs, rhs):
+    """Info gain of a two-way split (``-inf`` unless both sides carry more than
+    ``min_branch_fraction`` of the weight), summed in the slot's ``seen`` order."""
+    seen = A.seen[t, s]
+    ns = A.n_seen[t, s]
+    wl = _side_weight(lhs, seen, ns)
+    wr = _side_weight(rhs, seen, ns)
+    tot = wl + wr
+    min_frac = hp[HP_MIN_BRANCH]
+    n_big = 0
+    if tot > 0.0:
+        if wl / tot > min_frac:
+            n_big += 1
+        if wr / tot > min_frac:
+            n_big += 1
+    if n_big < 2:
+        return _NEG_INF
+    return pre_entropy - (wl * _entropy(lhs, seen, ns) + wr * _entropy(rhs, seen, ns)) / tot
+
+
+@kernel
+def _best_nominal(A, hp, t, s, k, pre_entropy, lhs, rhs):
+    """Best binary split ``x[f] == v`` of nominal feature index ``k`` (river's
+    ``NominalSplitterClassif`` with ``binary_split=True``): candidates in the set's order, a
+    later one wins only with a strictly higher merit."""
+    best = _NEG_INF
+    best_v = 0.0
+    off, mask = _set_order(A, t, s, k)
+    for i in range(mask + 1):
+        v = A.set_tab[t, off + i]
+        if v < 0:
+            continue
+        _nominal_dist(A, t, s, k, v, lhs, rhs)
+        merit = _split_merit(A, hp, t, s, pre_entropy, lhs, rhs)
+        if merit > best:
+            best = merit
+            best_v = float(v)
+    return best, best_v
+
+
 @kernel
 def _init_child(A, t, cs, dist, order, n):
     """Slot ``cs`` becomes a fresh leaf holding the present entries of ``dist`` (in order)."""
@@ -424,8 +569,13 @@ def _init_child(A, t, cs, dist, order, n):
 
 @kernel
 def _split_leaf(A, t, node, s, f, sv, lhs, rhs, order):
-    """Turn leaf ``node`` into the branch ``x[f] <= sv`` with two fresh children."""
-    _post_split(A, t, s, f, sv, lhs, rhs)
+    """Turn leaf ``node`` into the branch ``x[f] <= sv`` (nominal ``f``: ``x[f] == sv``) with
+    two fresh children."""
+    k = A.nom_index[t, f]
+    if k >= 0:
+        _nominal_dist(A, t, s, k, int(sv), lhs, rhs)
+    else:
+        _post_split(A, t, s, f, sv, lhs, rhs)
     ns = A.n_seen[t, s]
     for j in range(ns):
         order[j] = A.seen[t, s, j]
@@ -478,7 +628,11 @@ def _attempt_split(A, hp, t, node, s, total, buf, order):
     best_f = -1
     best_sv = 0.0
     for f in range(D):
-        merit, sv = _best_threshold(A, hp, t, s, f, pre_entropy, lhs, rhs)
+        k = A.nom_index[t, f]
+        if k >= 0:
+            merit, sv = _best_nominal(A, hp, t, s, k, pre_entropy, lhs, rhs)
+        else:
+            merit, sv = _best_threshold(A, hp, t, s, f, pre_entropy, lhs, rhs)
         if merit >= best:  # stable sort: a later candidate wins a tie
             second = best
             best = merit
@@ -540,6 +694,14 @@ def learn_leaf(A, hp, t, node, x, y, buf, order, nb_argmax):
         A.n_seen[t, s] += 1
     for f in range(D):
         v = x[f]
+        k = A.nom_index[t, f]
+        if k >= 0:  # nominal: count the category per class, remember first-seen order
+            code = int(v)
+            if not _has(A.cat_order[t, s, k], A.cat_n[t, s, k], code):
+                A.cat_order[t, s, k, A.cat_n[t, s, k]] = code
+                A.cat_n[t, s, k] += 1
+            A.cat_w[t, s, k, code, y] += 1.0
+            continue
         n = A.g_n[t, s, f, y]
         if n == 0.0:
             A.g_min[t, s, f, y] = v
@@ -626,6 +788,34 @@ def _check_links(d: dict[str, np.ndarray], D: int, C: int) -> None:
             raise ValueError(f"tree pool state has {order} outside [0, n_classes)")
 
 
+def _check_nominal(d: dict, E: int, D: int, C: int, s_used: int) -> tuple[list[int], int, dict]:
+    """The nominal features, codes per feature and nominal arrays of a restored state (none in
+    a state of numeric features only); refuses shapes or indices a kernel would misuse."""
+    if "nom_index" not in d:
+        return [], 0, {"nom_index": np.full((E, D), -1, dtype=np.int64), "cat_w": np.zeros((E, s_used, 0, 0, C)),
+                       "cat_order": np.zeros((E, s_used, 0, 0), dtype=np.int64),
+                       "cat_n": np.zeros((E, s_used, 0), dtype=np.int64), "set_tab": np.zeros((E, 16), dtype=np.int64)}
+    nom = {name: np.asarray(d[name]) for name in _NOMINAL_FIELDS}
+    idx, cat_w = nom["nom_index"], nom["cat_w"]
+    if idx.shape != (E, D) or idx.dtype.kind != "i" or cat_w.ndim != 5 or cat_w.dtype.kind != "f":
+        raise ValueError("tree pool state has malformed nominal arrays")
+    Dn, V = cat_w.shape[2], cat_w.shape[3]
+    nominal = [int(f) for f in np.flatnonzero(idx[0] >= 0)] if E else []
+    want = np.full(D, -1)
+    want[nominal] = np.arange(len(nominal))
+    if (idx != want[None, :]).any() or len(nominal) != Dn or cat_w.shape != (E, s_used, Dn, V, C):
+        raise ValueError("tree pool state has inconsistent nominal feature indices")
+    order, n = nom["cat_order"], nom["cat_n"]
+    if order.shape != (E, s_used, Dn, V) or n.shape != (E, s_used, Dn) or order.dtype.kind != "i" \
+            or n.dtype.kind != "i" or (n < 0).any() or (n > V).any():
+        raise ValueError("tree pool state has malformed nominal category orders")
+    used = np.arange(V)[None, None, None, :] < n[..., None]
+    if ((order < 0) | (order >= V))[used].any():
+        raise ValueError("tree pool state has nominal categories outside [0, n_values)")
+    nom["set_tab"] = np.zeros((E, 16 * max(V, 1)), dtype=np.int64)
+    return nominal, V, nom
+
+
 def _capacity_ladder(need: int, cap: int) -> int:
     """Smallest ``2**k - 1 >= need`` (k >= 4), clipped to ``cap`` but never below ``need``."""
     n = 15
@@ -706,15 +896,32 @@ class TreePool:
         return self.arrays.class_w.shape[2]
 
     @property
+    def n_nominal(self) -> int:
+        """How many features are nominal (categorical codes)."""
+        return self.arrays.cat_w.shape[2]
+
+    @property
+    def n_values(self) -> int:
+        """Codes a nominal feature may take: ``[0, n_values)``."""
+        return self.arrays.cat_w.shape[3]
+
+    def nominal_features(self) -> list[int]:
+        """Indices of the nominal features."""
+        return list(self._nominal)
+
+    @property
     def capacity(self) -> int:
         """Node capacity shared by all trees (grows by doubling up to the cap)."""
         return self.arrays.feature.shape[1]
 
-    @staticmethod
-    def _bytes_for(n_nodes: int, n_features: int, n_classes: int) -> int:
+    def _bytes_for(self, n_nodes: int, n_features: int, n_classes: int) -> int:
         slots = n_nodes // 2 + 1
         per_slot = 8 * (len(_SLOT_FIELDS) + (1 + len(_ORDER_FIELDS)) * n_classes
                         + (len(_GAUSS_FIELDS) + len(_CACHE_FIELDS)) * n_features * n_classes)
+        arrays = getattr(self, "arrays", None)
+        if arrays is not None and arrays.cat_w.shape[2]:
+            Dn, V = arrays.cat_w.shape[2], arrays.cat_w.shape[3]
+            per_slot += 8 * Dn * (1 + V * (n_classes + 1))
         return 8 * len(_TREE_FIELDS) + 8 * len(_NODE_FIELDS) * n_nodes + per_slot * slots
 
     def node_cap(self) -> int:
@@ -756,11 +963,21 @@ class TreePool:
         hp[HP_EXACT] = 1.0 if self.river_exact else 0.0
         hp[HP_TWO] = 2.0
 
-    def _alloc(self, E: int, D: int, C: int, N: int, old: TreeArrays | None = None) -> None:
+    def _alloc(self, E: int, D: int, C: int, N: int, old: TreeArrays | None = None,
+               nominal: list[int] | None = None, V: int | None = None) -> None:
         """(Re)allocate every array at ``E`` trees, ``D`` features, ``C`` classes, ``N`` nodes,
-        copying the overlapping part of ``old``; new entries are zero (nodes: empty)."""
+        copying the overlapping part of ``old``; new entries are zero (nodes: empty).
+        ``nominal`` (the nominal features, default: unchanged) and ``V`` (codes per nominal
+        feature) size the nominal statistics."""
         L = N // 2 + 1
-        shapes = {}
+        if nominal is None:
+            nominal = self._nominal if old is not None else []
+        if V is None:
+            V = old.cat_w.shape[3] if old is not None else 0
+        Dn = len(nominal)
+        T = 8 * max(V, 1)
+        shapes = {"nom_index": (E, D), "cat_w": (E, L, Dn, V, C), "cat_order": (E, L, Dn, V),
+                  "cat_n": (E, L, Dn), "set_tab": (E, 2 * T)}
         for name in _TREE_FIELDS:
             shapes[name] = (E,)
         for name in _NODE_FIELDS:
@@ -775,14 +992,21 @@ class TreePool:
         for name in TreeArrays._fields:
             dtype = np.int64 if name in _INT_FIELDS else np.float64
             a = np.zeros(shapes[name], dtype=dtype)
-            if name in ("feature", "left", "right", "slot") + _ORDER_FIELDS:
+            if name in ("feature", "left", "right", "slot", "cat_order", "set_tab") + _ORDER_FIELDS:
                 a.fill(-1)
+            if name == "nom_index":
+                a.fill(-1)
+                for k, f in enumerate(nominal):
+                    a[:, f] = k
+                fields[name] = a
+                continue
             if old is not None:
                 src = getattr(old, name)
                 a[tuple(slice(0, min(m, k)) for m, k in zip(a.shape, src.shape))] = \
                     src[tuple(slice(0, min(m, k)) for m, k in zip(a.shape, src.shape))]
             fields[name] = a
         self.arrays = TreeArrays(**fields)
+        self._nominal = list(nominal)
         self._refresh_hp()
 
     def _ensure_room(self) -> None:
@@ -792,12 +1016,25 @@ class TreePool:
             N = _capacity_ladder(need, int(self.hp[HP_MAX_NODES]))
             self._alloc(self.n_trees, self.n_features, self.n_classes, N, self.arrays)
 
-    def add_features(self, k: int) -> None:
-        """Append ``k`` features (unseen so far: their statistics start empty everywhere)."""
+    def add_features(self, k: int, nominal: list[bool] | None = None, n_values: int = 0) -> None:
+        """Append ``k`` features (unseen so far: their statistics start empty everywhere).
+
+        ``nominal`` (``k`` flags, default all False) marks the new features that are nominal:
+        their values are integer codes in ``[0, n_values)`` and they split as river's nominal
+        attributes (binary ``x[f] == v``).  ``n_values`` may only grow.
+        """
         if not isinstance(k, (int, np.integer)) or k < 0:
             raise ValueError(f"add_features needs a non-negative int, got {k!r}")
+        flags = [False] * int(k) if nominal is None else [bool(v) for v in nominal]
+        if len(flags) != k:
+            raise ValueError(f"add_features: {len(flags)} nominal flags for {k} features")
+        if any(flags) and int(n_values) < 1:
+            raise ValueError(f"nominal features need n_values >= 1, got {n_values!r}")
         if k:
-            self._alloc(self.n_trees, self.n_features + int(k), self.n_classes, self.capacity, self.arrays)
+            D = self.n_features
+            nominal_now = self.nominal_features() + [D + i for i, nom in enumerate(flags) if nom]
+            V = max(self.n_values, int(n_values)) if nominal_now else self.n_values
+            self._alloc(self.n_trees, D + int(k), self.n_classes, self.capacity, self.arrays, nominal_now, V)
 
     def ensure_classes(self, n: int) -> None:
         """Make room for at least ``n`` classes (new classes start with zero statistics)."""
@@ -829,7 +1066,16 @@ class TreePool:
             raise ValueError(f"x must be a vector of {self.n_features} features, got shape {xv.shape}")
         if not np.isfinite(xv).all():
             raise ValueError("x contains NaN or infinite values")
+        self.check_codes(xv[None, :])
         return xv
+
+    def check_codes(self, X: np.ndarray) -> None:
+        """Nominal columns of rows ``X`` must hold integer codes in ``[0, n_values)`` (the
+        kernels index with them)."""
+        if self.n_nominal:
+            cols = X[:, self.nominal_features()]
+            if not ((cols >= 0) & (cols < self.n_values) & (cols == np.floor(cols))).all():
+                raise ValueError(f"nominal features must hold integer codes in [0, {self.n_values})")
 
     def check_y(self, y) -> int:
         if not isinstance(y, (int, np.integer)) or isinstance(y, bool) or not 0 <= y < self.n_classes:
@@ -904,6 +1150,10 @@ class TreePool:
             elif name not in _TREE_FIELDS:
                 arr = arr[:, :s_used]
             out[name] = np.array(arr, copy=True)
+        if self.n_nominal:
+            for name in _NOMINAL_FIELDS:
+                arr = getattr(a, name)
+                out[name] = np.array(arr if name == "nom_index" else arr[:, :s_used], copy=True)
         cfg = self.config()
         cfg["leaf_prediction"] = LEAF_PREDICTIONS[self.leaf_prediction]
         cfg["max_bytes"] = -1 if self.max_bytes is None else self.max_bytes
@@ -952,9 +1202,10 @@ class TreePool:
                 raise ValueError(f"tree pool field {name!r}: expected shape {expect[name]} ({kind}), "
                                  f"got {arr.shape} ({arr.dtype})")
         _check_links({name: np.asarray(d[name]) for name in _SAVED_FIELDS}, D, C)
+        nominal, V, nom = _check_nominal(d, E, D, C, s_used)
         N = _capacity_ladder(max(n_used + 2, 1), max(int(pool.hp[HP_MAX_NODES]), n_used))
-        stub = TreeArrays(**{name: np.asarray(d[name]) if name in _SAVED_FIELDS
-                             else np.zeros((E, s_used, D, C)) for name in TreeArrays._fields})
-        pool._alloc(E, D, C, N, stub)
+        stub = TreeArrays(**{name: np.asarray(d[name]) if name in _SAVED_FIELDS else nom.get(name, np.zeros((E, s_used, D, C)))
+                             for name in TreeArrays._fields})
+        pool._alloc(E, D, C, N, stub, nominal, V)
         refresh_caches(pool.arrays)
         return pool
