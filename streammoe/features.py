@@ -252,6 +252,16 @@ class FeatureSpace:
                 return True
         return False
 
+    def count_overflow(self, xs: list) -> None:
+        """Count the values of learned events ``xs`` that map to "other" because their feature is
+        full (what :meth:`code` counts on the per-event path; no value here is new with room)."""
+        index, cats = self.index, self.categories
+        for x in xs:
+            for k, value in x.items():
+                j = index.get(k)
+                if j is not None and j in cats and value not in cats[j]:
+                    self.overflow[k] = self.overflow.get(k, 0) + 1
+
     def means(self) -> np.ndarray:
         m = np.divide(self.sums, self.counts, out=np.zeros_like(self.sums), where=self.counts > 0)
         for j in self.categories:
@@ -301,11 +311,13 @@ class FeatureSpace:
         return R
 
     def observe(self, x: Mapping, xv: np.ndarray) -> None:
-        """Update the running sums with the features present in ``x`` (call once per learned
-        event, ``xv`` its vector; a categorical column sums its codes, which nothing reads)."""
-        index = self.index
+        """Update the running sums with the numeric features present in ``x`` (call once per
+        learned event, ``xv`` its vector; categorical columns keep zero sums)."""
+        index, cats = self.index, self.categories
         for k in x:
             j = index[k]
+            if j in cats:
+                continue
             self.sums[j] += xv[j]
             self.counts[j] += 1.0
 

@@ -549,6 +549,10 @@ class DriftMoE(base.MiniBatchClassifier):
             X = np.where(present, R, means)
             fs.sums, fs.counts = sums[-1].copy(), counts[-1].copy()
 
+        if fs.has_nominal:  # categorical columns keep no running sums (see FeatureSpace.observe)
+            nominal = list(fs.categories)
+            fs.sums[nominal], fs.counts[nominal] = 0.0, 0.0
+            fs.count_overflow([x for x, y in zip(xs, ys) if y is not None])
         U = fs.encode(X)  # the router's input rows
         W = softmax(self._router.logits(U), self.temperature)
         res = self._pool.run_window(W, X, Y, self.top_k, self.combine, C)
@@ -698,8 +702,11 @@ def _jsonable(value):
 
 
 def _rows(X):
-    """Rows of a pandas frame as dicts, dropping NaN and None cells (pandas' markers for
-    'missing'; an object column of strings holds None or NaN where a category is missing)."""
+    """Rows of a pandas frame as dicts, dropping NaN, None and ``pd.NA`` cells (pandas' markers
+    for 'missing'; a text column holds one of them where a category is missing)."""
+    import pandas as pd
+
     cols = list(X.columns)
+    na = pd.NA
     for values in X.itertuples(index=False, name=None):
-        yield {c: v for c, v in zip(cols, values) if not (v is None or (isinstance(v, float) and v != v))}
+        yield {c: v for c, v in zip(cols, values) if not (v is None or v is na or (isinstance(v, float) and v != v))}

@@ -285,9 +285,9 @@ def _stack_trees(per_tree: list[dict], head: dict, TreePool) -> "object":
         Dn, V = per_tree[0]["cat_w"].shape[1:3]
         d["nom_index"] = np.array([t["nom_index"] for t in per_tree], dtype=np.int64).reshape(E, D)
         for name, tail, dtype in (("cat_w", (Dn, V, C), np.float64), ("cat_order", (Dn, V), np.int64),
-                                  ("cat_n", (Dn,), np.int64)):
+                                  ("cat_n", (Dn,), np.int64), ("nseen", (C,), np.int64), ("n_nseen", (), np.int64)):
             arr = np.zeros((E, s_used) + tail, dtype=dtype)
-            if name == "cat_order":
+            if name in ("cat_order", "nseen"):
                 arr.fill(-1)
             for e, t in enumerate(per_tree):
                 arr[e, : t[name].shape[0]] = t[name]

@@ -93,7 +93,7 @@ TreeArrays = namedtuple(
      "feature", "threshold", "left", "right", "depth", "slot",
      "last_attempt", "mc_correct", "nb_correct", "n_keys", "n_seen", "class_w", "keys", "seen",
      "g_n", "g_mean", "g_m2", "g_min", "g_max", "g_var", "g_hlv",
-     "nom_index", "cat_w", "cat_order", "cat_n", "set_tab"],
+     "nom_index", "cat_w", "cat_order", "cat_n", "nseen", "n_nseen", "set_tab"],
 )
 _TREE_FIELDS = ("n_nodes", "n_leaves")
 _NODE_FIELDS = ("feature", "threshold", "left", "right", "depth", "slot")
@@ -105,11 +105,13 @@ _SAVED_FIELDS = _TREE_FIELDS + _NODE_FIELDS + _SLOT_FIELDS + ("class_w",) + _ORD
 #: nominal (categorical) attributes: per tree ``nom_index`` [E, D] (the feature's index among the
 #: nominal ones, -1 for a numeric feature; equal in every tree), per slot ``cat_w`` [E, L, Dn, V, C]
 #: (weight of each category per class), ``cat_order`` [E, L, Dn, V] (categories in the order the
-#: slot first saw them) and ``cat_n`` [E, L, Dn]; ``set_tab`` [E, 2 T] is scratch (never saved).
+#: slot first saw them) and ``cat_n`` [E, L, Dn]; ``nseen`` [E, L, C] / ``n_nseen`` [E, L]: the class
+#: order of the slot's nominal splitters (river's ``defaultdict``, into which naive Bayes also
+#: inserts the leaf's classes); ``set_tab`` [E, 2 T] is scratch (never saved).
 #: Saved only when the pool has nominal features, so numeric states keep their layout.
-_NOMINAL_FIELDS = ("nom_index", "cat_w", "cat_order", "cat_n")
+_NOMINAL_FIELDS = ("nom_index", "cat_w", "cat_order", "cat_n", "nseen", "n_nseen")
 _INT_FIELDS = frozenset(_TREE_FIELDS + ("feature", "left", "right", "depth", "slot", "n_keys", "n_seen")
-                        + _ORDER_FIELDS + ("nom_index", "cat_order", "cat_n", "set_tab"))
+                        + _ORDER_FIELDS + ("nom_index", "cat_order", "cat_n", "nseen", "n_nseen", "set_tab"))
 _CONFIG_KEYS = ("grace_period", "delta", "tau", "leaf_prediction", "max_nodes", "max_bytes",
                 "n_splits", "min_branch_fraction", "max_share_to_split", "river_exact")
 
@@ -299,6 +301,9 @@ def _clear_gaussians(A, t, s):
             A.g_max[t, s, f, c] = 0.0
             A.g_var[t, s, f, c] = 0.0
             A.g_hlv[t, s, f, c] = 0.0
+    A.n_nseen[t, s] = 0
+    for c in range(A.nseen.shape[2]):
+        A.nseen[t, s, c] = -1
     for k in range(A.cat_w.shape[2]):
         A.cat_n[t, s, k] = 0
         for v in range(A.cat_w.shape[3]):
@@ -495,8 +500,8 @@ def _nominal_dist(A, t, s, k, v, lhs, rhs):
     for c in range(lhs.shape[0]):
         lhs[c] = -1.0
         rhs[c] = -1.0
-    for j in range(A.n_seen[t, s]):
-        c = A.seen[t, s, j]
+    for j in range(A.n_nseen[t, s]):
+        c = A.nseen[t, s, j]
         eq = A.cat_w[t, s, k, v, c]
         if eq > 0.0:
             lhs[c] = eq
@@ -513,10 +518,10 @@ def _nominal_dist(A, t, s, k, v, lhs, rhs):
 
 @kernel
 def _split_merit(A, hp, t, s, pre_entropy, lhs, rhs):
-    """Info gain of a two-way split (``-inf`` unless both sides carry more than
-    ``min_branch_fraction`` of the weight), summed in the slot's ``seen`` order."""
-    seen = A.seen[t, s]
-    ns = A.n_seen[t, s]
+    """Info gain of a nominal two-way split (``-inf`` unless both sides carry more than
+    ``min_branch_fraction`` of the weight), summed in the nominal splitters' class order."""
+    seen = A.nseen[t, s]
+    ns = A.n_nseen[t, s]
     wl = _side_weight(lhs, seen, ns)
     wr = _side_weight(rhs, seen, ns)
     tot = wl + wr
@@ -574,11 +579,14 @@ def _split_leaf(A, t, node, s, f, sv, lhs, rhs, order):
     k = A.nom_index[t, f]
     if k >= 0:
         _nominal_dist(A, t, s, k, int(sv), lhs, rhs)
+        ns = A.n_nseen[t, s]
+        for j in range(ns):
+            order[j] = A.nseen[t, s, j]
     else:
         _post_split(A, t, s, f, sv, lhs, rhs)
-    ns = A.n_seen[t, s]
-    for j in range(ns):
-        order[j] = A.seen[t, s, j]
+        ns = A.n_seen[t, s]
+        for j in range(ns):
+            order[j] = A.seen[t, s, j]
     left = A.n_nodes[t]
     right = left + 1
     s_right = A.n_leaves[t]
@@ -685,6 +693,14 @@ def learn_leaf(A, hp, t, node, x, y, buf, order, nb_argmax):
             nb_argmax = _nb_proba(A, hp, t, s, x, buf[:C])
         if nb_argmax == y:
             A.nb_correct[t, s] += 1.0
+        if A.cat_w.shape[2] > 0 and A.n_nseen[t, s] > 0 and _slot_total(A, t, s) > 0.0:
+            # river's naive Bayes asks each nominal splitter about every class of positive weight
+            # (a defaultdict lookup that inserts the class): those join the splitters' class order
+            for j in range(A.n_keys[t, s]):
+                c = A.keys[t, s, j]
+                if A.class_w[t, s, c] > 0.0 and not _has(A.nseen[t, s], A.n_nseen[t, s], c):
+                    A.nseen[t, s, A.n_nseen[t, s]] = c
+                    A.n_nseen[t, s] += 1
     if not _has(A.keys[t, s], A.n_keys[t, s], y):
         A.keys[t, s, A.n_keys[t, s]] = y
         A.n_keys[t, s] += 1
@@ -692,6 +708,9 @@ def learn_leaf(A, hp, t, node, x, y, buf, order, nb_argmax):
     if not _has(A.seen[t, s], A.n_seen[t, s], y):
         A.seen[t, s, A.n_seen[t, s]] = y
         A.n_seen[t, s] += 1
+    if A.cat_w.shape[2] > 0 and not _has(A.nseen[t, s], A.n_nseen[t, s], y):
+        A.nseen[t, s, A.n_nseen[t, s]] = y
+        A.n_nseen[t, s] += 1
     for f in range(D):
         v = x[f]
         k = A.nom_index[t, f]
@@ -794,7 +813,8 @@ def _check_nominal(d: dict, E: int, D: int, C: int, s_used: int) -> tuple[list[i
     if "nom_index" not in d:
         return [], 0, {"nom_index": np.full((E, D), -1, dtype=np.int64), "cat_w": np.zeros((E, s_used, 0, 0, C)),
                        "cat_order": np.zeros((E, s_used, 0, 0), dtype=np.int64),
-                       "cat_n": np.zeros((E, s_used, 0), dtype=np.int64), "set_tab": np.zeros((E, 16), dtype=np.int64)}
+                       "cat_n": np.zeros((E, s_used, 0), dtype=np.int64), "nseen": np.full((E, s_used, C), -1),
+                       "n_nseen": np.zeros((E, s_used), dtype=np.int64), "set_tab": np.zeros((E, 16), dtype=np.int64)}
     nom = {name: np.asarray(d[name]) for name in _NOMINAL_FIELDS}
     idx, cat_w = nom["nom_index"], nom["cat_w"]
     if idx.shape != (E, D) or idx.dtype.kind != "i" or cat_w.ndim != 5 or cat_w.dtype.kind != "f":
@@ -812,6 +832,12 @@ def _check_nominal(d: dict, E: int, D: int, C: int, s_used: int) -> tuple[list[i
     used = np.arange(V)[None, None, None, :] < n[..., None]
     if ((order < 0) | (order >= V))[used].any():
         raise ValueError("tree pool state has nominal categories outside [0, n_values)")
+    ns, nn = nom["nseen"], nom["n_nseen"]
+    if ns.shape != (E, s_used, C) or nn.shape != (E, s_used) or ns.dtype.kind != "i" or nn.dtype.kind != "i" \
+            or (nn < 0).any() or (nn > C).any():
+        raise ValueError("tree pool state has malformed nominal class orders")
+    if ((ns < 0) | (ns >= C))[np.arange(C)[None, None, :] < nn[..., None]].any():
+        raise ValueError("tree pool state has nominal class orders outside [0, n_classes)")
     nom["set_tab"] = np.zeros((E, 16 * max(V, 1)), dtype=np.int64)
     return nominal, V, nom
 
@@ -977,7 +1003,7 @@ class TreePool:
         Dn = len(nominal)
         T = 8 * max(V, 1)
         shapes = {"nom_index": (E, D), "cat_w": (E, L, Dn, V, C), "cat_order": (E, L, Dn, V),
-                  "cat_n": (E, L, Dn), "set_tab": (E, 2 * T)}
+                  "cat_n": (E, L, Dn), "nseen": (E, L, C), "n_nseen": (E, L), "set_tab": (E, 2 * T)}
         for name in _TREE_FIELDS:
             shapes[name] = (E,)
         for name in _NODE_FIELDS:
@@ -992,7 +1018,7 @@ class TreePool:
         for name in TreeArrays._fields:
             dtype = np.int64 if name in _INT_FIELDS else np.float64
             a = np.zeros(shapes[name], dtype=dtype)
-            if name in ("feature", "left", "right", "slot", "cat_order", "set_tab") + _ORDER_FIELDS:
+            if name in ("feature", "left", "right", "slot", "cat_order", "nseen", "set_tab") + _ORDER_FIELDS:
                 a.fill(-1)
             if name == "nom_index":
                 a.fill(-1)
