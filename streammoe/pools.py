@@ -228,9 +228,14 @@ class ArrayTreePool:
                 arr = arr[:n_leaves]
             out[name] = np.array(arr, copy=True)
         if self.trees.n_nominal:
+            n_mw = int(a.n_mw[e])
             for name in ft._NOMINAL_FIELDS:
                 arr = getattr(a, name)[e]
-                out[name] = np.array(arr if name == "nom_index" else arr[:n_leaves], copy=True)
+                if name in ("mw_child", "mw_order", "mw_n"):
+                    arr = arr[:n_mw]
+                elif name not in ("nom_index", "n_mw"):
+                    arr = arr[:n_leaves]
+                out[name] = np.array(arr, copy=True)
         return pack_arrays(out)
 
     def extra_parts(self) -> dict[str, bytes]:
@@ -284,10 +289,14 @@ def _stack_trees(per_tree: list[dict], head: dict, TreePool) -> "object":
     if per_tree and "nom_index" in per_tree[0]:
         Dn, V = per_tree[0]["cat_w"].shape[1:3]
         d["nom_index"] = np.array([t["nom_index"] for t in per_tree], dtype=np.int64).reshape(E, D)
+        d["n_mw"] = np.array([t["n_mw"] for t in per_tree], dtype=np.int64).reshape(E)
+        m_used = int(d["n_mw"].max()) if E else 0
         for name, tail, dtype in (("cat_w", (Dn, V, C), np.float64), ("cat_order", (Dn, V), np.int64),
-                                  ("cat_n", (Dn,), np.int64), ("nseen", (C,), np.int64), ("n_nseen", (), np.int64)):
-            arr = np.zeros((E, s_used) + tail, dtype=dtype)
-            if name in ("cat_order", "nseen"):
+                                  ("cat_n", (Dn,), np.int64), ("nseen", (C,), np.int64), ("n_nseen", (), np.int64),
+                                  ("mw_child", (V,), np.int64), ("mw_order", (V,), np.int64), ("mw_n", (), np.int64)):
+            width = m_used if name.startswith("mw_") else s_used
+            arr = np.zeros((E, width) + tail, dtype=dtype)
+            if name in ("cat_order", "nseen", "mw_child", "mw_order"):
                 arr.fill(-1)
             for e, t in enumerate(per_tree):
                 arr[e, : t[name].shape[0]] = t[name]

@@ -62,11 +62,12 @@ def per_event(model, evs):
     (5000, 1, 3, 2, 0.05, "nba"), (8000, 2, 30, 2, 0.05, "nba"), (5000, 7, 12, 3, 0.25, "nba"),
     (6000, 3, 5, 4, 0.25, "nba"), (4000, 4, 20, 3, 0.25, "mc")])
 def test_array_tree_with_nominal_features_is_bit_identical_to_river(n, seed, n_cats, n_classes, tau, leaf):
-    """river's tree with binary nominal splits against the array tree in river_exact mode:
-    the same probabilities on every event and the same tree (30 categories exercise the value
-    set's hash-table order, which breaks ties between equally good values)."""
+    """river's tree (multiway and binary nominal splits, river's default) against the array tree
+    in river_exact mode: the same probabilities on every event and the same tree size (30
+    categories exercise the value set's hash-table order, which breaks ties between equally good
+    values, and categories unseen by a multiway branch)."""
     ht = tree.HoeffdingTreeClassifier(grace_period=50, delta=1e-7, tau=tau, leaf_prediction=leaf,
-                                      binary_split=True, nominal_attributes=[1, 2])
+                                      nominal_attributes=[1, 2])
     pool = TreePool(1, 1, n_classes, tau=tau, leaf_prediction=leaf, river_exact=True)
     pool.add_features(2, [True, True], n_cats + 1)
     for v, y in coded_stream(n, seed, n_cats, n_classes):

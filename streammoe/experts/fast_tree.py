@@ -79,8 +79,8 @@ _MC, _NB, _NBA = 0, 1, 2
 
 # Indices into the float64 hyper-parameter vector ``hp`` handed to every kernel.
 (HP_GRACE, HP_LOG_INV_DELTA, HP_TAU, HP_LEAF, HP_MAX_NODES, HP_N_SPLITS, HP_MIN_BRANCH, HP_MAX_SHARE,
- HP_EXACT, HP_TWO) = range(10)
-_HP_SIZE = 10
+ HP_EXACT, HP_TWO, HP_ROOM) = range(11)
+_HP_SIZE = 11
 
 _HALF_LOG_TAU = 0.5 * math.log(2.0 * math.pi)
 _SQRT2 = math.sqrt(2.0)
@@ -93,7 +93,8 @@ TreeArrays = namedtuple(
      "feature", "threshold", "left", "right", "depth", "slot",
      "last_attempt", "mc_correct", "nb_correct", "n_keys", "n_seen", "class_w", "keys", "seen",
      "g_n", "g_mean", "g_m2", "g_min", "g_max", "g_var", "g_hlv",
-     "nom_index", "cat_w", "cat_order", "cat_n", "nseen", "n_nseen", "set_tab"],
+     "nom_index", "cat_w", "cat_order", "cat_n", "nseen", "n_nseen", "n_mw", "mw_child", "mw_order", "mw_n",
+     "set_tab"],
 )
 _TREE_FIELDS = ("n_nodes", "n_leaves")
 _NODE_FIELDS = ("feature", "threshold", "left", "right", "depth", "slot")
@@ -109,9 +110,17 @@ _SAVED_FIELDS = _TREE_FIELDS + _NODE_FIELDS + _SLOT_FIELDS + ("class_w",) + _ORD
 #: order of the slot's nominal splitters (river's ``defaultdict``, into which naive Bayes also
 #: inserts the leaf's classes); ``set_tab`` [E, 2 T] is scratch (never saved).
 #: Saved only when the pool has nominal features, so numeric states keep their layout.
-_NOMINAL_FIELDS = ("nom_index", "cat_w", "cat_order", "cat_n", "nseen", "n_nseen")
+#: A multiway branch (river's ``NominalMultiwayBranch``) is a node with ``left == -2`` and
+#: ``right = m``, its row in ``mw_child`` [E, M, V] (child node per category, -1: none yet),
+#: ``mw_order`` [E, M, V] (children in river's list order) and ``mw_n`` [E, M]; ``n_mw`` [E]
+#: counts the rows used, ``M = N // 2 + 1``.  With nominal features a node may have many
+#: children, so slots are sized ``L = N``.
+_NOMINAL_FIELDS = ("nom_index", "cat_w", "cat_order", "cat_n", "nseen", "n_nseen", "n_mw", "mw_child",
+                   "mw_order", "mw_n")
+_MULTIWAY = -2
 _INT_FIELDS = frozenset(_TREE_FIELDS + ("feature", "left", "right", "depth", "slot", "n_keys", "n_seen")
-                        + _ORDER_FIELDS + ("nom_index", "cat_order", "cat_n", "nseen", "n_nseen", "set_tab"))
+                        + _ORDER_FIELDS + ("nom_index", "cat_order", "cat_n", "nseen", "n_nseen", "set_tab",
+                                           "n_mw", "mw_child", "mw_order", "mw_n"))
 _CONFIG_KEYS = ("grace_period", "delta", "tau", "leaf_prediction", "max_nodes", "max_bytes",
                 "n_splits", "min_branch_fraction", "max_share_to_split", "river_exact")
 
@@ -138,13 +147,52 @@ def kernel(fn=None, *, inline: bool = False):
     return njit(**opts)(fn)
 
 
+@kernel
+def _subtree_weight(A, t, node):
+    """river's ``total_weight`` of a node: a leaf's class weights summed in key order, a
+    branch's children's totals summed in child order."""
+    if A.feature[t, node] < 0:
+        return _slot_total(A, t, A.slot[t, node])
+    if A.left[t, node] == _MULTIWAY:
+        m = A.right[t, node]
+        tot = 0.0
+        for i in range(A.mw_n[t, m]):
+            tot += _subtree_weight(A, t, A.mw_order[t, m, i])
+        return tot
+    return _subtree_weight(A, t, A.left[t, node]) + _subtree_weight(A, t, A.right[t, node])
+
+
+@kernel
+def _most_common_child(A, t, m):
+    """river's ``most_common_path`` of multiway row ``m``: the first child of largest weight."""
+    best = A.mw_order[t, m, 0]
+    bw = _subtree_weight(A, t, best)
+    for i in range(1, A.mw_n[t, m]):
+        child = A.mw_order[t, m, i]
+        w = _subtree_weight(A, t, child)
+        if w > bw:
+            best = child
+            bw = w
+    return best
+
+
 @kernel(inline=True)
-def find_leaf(A, t, x):
-    """Node index of the leaf that ``x`` reaches in tree ``t``."""
+def walk(A, t, x):
+    """``(leaf, fell_back)``: the leaf ``x`` reaches in tree ``t``, and whether a multiway branch
+    had no child for ``x``'s category on the way (then, as river predicts, ``x`` took the
+    branch's most common path; learning ``x`` grows a child instead, see :func:`learn_leaf`)."""
     node = 0
+    fell_back = False
     while A.feature[t, node] >= 0:
         f = A.feature[t, node]
-        if A.nom_index[t, f] >= 0:  # nominal: x[f] == value goes left (river's branch 0)
+        if A.left[t, node] == _MULTIWAY:
+            child = A.mw_child[t, A.right[t, node], int(x[f])]
+            if child < 0:
+                fell_back = True
+                child = _most_common_child(A, t, A.right[t, node])
+            node = child
+            continue
+        if A.nom_index[t, f] >= 0:  # nominal binary: x[f] == value goes left (river's branch 0)
             go_left = x[f] == A.threshold[t, node]
         else:
             go_left = x[f] <= A.threshold[t, node]
@@ -152,7 +200,13 @@ def find_leaf(A, t, x):
             node = A.left[t, node]
         else:
             node = A.right[t, node]
-    return node
+    return node, fell_back
+
+
+@kernel(inline=True)
+def find_leaf(A, t, x):
+    """Node index of the leaf that ``x`` reaches in tree ``t`` (as river predicts)."""
+    return walk(A, t, x)[0]
 
 
 @kernel(inline=True)
@@ -275,15 +329,18 @@ def predict_tree(A, hp, t, x, out):
 
     Returns the leaf's node index and, when ``out`` is that leaf's naive Bayes posterior, its
     key-order argmax (``-1`` if empty; ``-2`` when ``out`` is the majority-class answer) so that a
-    learner of the same event can reuse it instead of recomputing it.
+    learner of the same event can reuse it instead of recomputing it.  The index is
+    ``-(leaf + 2)`` when ``x`` took a multiway branch's most common path (a category the branch
+    has no child for): :func:`learn_leaf` then grows that child instead of learning at ``leaf``.
     """
-    node = find_leaf(A, t, x)
+    node, fell_back = walk(A, t, x)
     s = A.slot[t, node]
     mode = int(hp[HP_LEAF])
+    ret = -node - 2 if fell_back else node
     if mode == _MC or (mode == _NBA and A.nb_correct[t, s] < A.mc_correct[t, s]):
         _mc_proba(A, t, s, out)
-        return node, -2
-    return node, _nb_proba(A, hp, t, s, x, out)
+        return ret, -2
+    return ret, _nb_proba(A, hp, t, s, x, out)
 
 
 @kernel
@@ -538,12 +595,41 @@ def _split_merit(A, hp, t, s, pre_entropy, lhs, rhs):
 
 
 @kernel
-def _best_nominal(A, hp, t, s, k, pre_entropy, lhs, rhs):
-    """Best binary split ``x[f] == v`` of nominal feature index ``k`` (river's
-    ``NominalSplitterClassif`` with ``binary_split=True``): candidates in the set's order, a
-    later one wins only with a strictly higher merit."""
-    best = _NEG_INF
-    best_v = 0.0
+def _multiway_merit(A, hp, t, s, k, pre_entropy, dist, order):
+    """Info gain of one branch per category (river's multiway candidate): categories in
+    ascending order, each one's classes in ascending order."""
+    C = A.cat_w.shape[4]
+    for c in range(C):
+        order[c] = c
+    total = 0.0
+    for v in range(A.cat_w.shape[3]):
+        for c in range(C):
+            total += A.cat_w[t, s, k, v, c]
+    n_big = 0
+    min_frac = hp[HP_MIN_BRANCH]
+    ent = 0.0
+    for v in range(A.cat_w.shape[3]):
+        dw = 0.0
+        for c in range(C):
+            dist[c] = A.cat_w[t, s, k, v, c]
+            dw += dist[c]
+        if dw <= 0.0:
+            continue
+        if total > 0.0 and dw / total > min_frac:
+            n_big += 1
+        ent += dw * _entropy(dist, order, C)
+    if n_big < 2:
+        return _NEG_INF
+    return pre_entropy - ent / total
+
+
+@kernel
+def _best_nominal(A, hp, t, s, k, pre_entropy, lhs, rhs, order):
+    """Best split of nominal feature index ``k`` (river's ``NominalSplitterClassif``): the
+    multiway split first (``v = -1``), then each binary ``x[f] == v`` in the value set's order;
+    a later one wins only with a strictly higher merit."""
+    best = _multiway_merit(A, hp, t, s, k, pre_entropy, lhs, order)
+    best_v = -1.0
     off, mask = _set_order(A, t, s, k)
     for i in range(mask + 1):
         v = A.set_tab[t, off + i]
@@ -577,6 +663,9 @@ def _split_leaf(A, t, node, s, f, sv, lhs, rhs, order):
     """Turn leaf ``node`` into the branch ``x[f] <= sv`` (nominal ``f``: ``x[f] == sv``) with
     two fresh children."""
     k = A.nom_index[t, f]
+    if k >= 0 and sv < 0.0:
+        _split_multiway(A, t, node, s, f, k, lhs, order)
+        return
     if k >= 0:
         _nominal_dist(A, t, s, k, int(sv), lhs, rhs)
         ns = A.n_nseen[t, s]
@@ -610,6 +699,107 @@ def _split_leaf(A, t, node, s, f, sv, lhs, rhs, order):
 
 
 @kernel
+def _new_leaf(A, t, node, cs, depth):
+    A.feature[t, node] = -1
+    A.threshold[t, node] = 0.0
+    A.left[t, node] = -1
+    A.right[t, node] = -1
+    A.depth[t, node] = depth
+    A.slot[t, node] = cs
+
+
+@kernel
+def _split_multiway(A, t, node, s, f, k, dist, order):
+    """Turn leaf ``node`` into a multiway branch on nominal feature index ``k``: one child per
+    category the slot has seen, in ascending order, each starting with that category's class
+    weights (classes ascending, as river sorts them); the first child keeps slot ``s``."""
+    C = A.cat_w.shape[4]
+    V = A.cat_w.shape[3]
+    for c in range(C):
+        order[c] = c
+    m = A.n_mw[t]
+    A.n_mw[t] += 1
+    for v in range(V):
+        A.mw_child[t, m, v] = -1
+        A.mw_order[t, m, v] = -1
+    depth = A.depth[t, node] + 1
+    first = -1
+    n = 0
+    for v in range(V):
+        dw = 0.0
+        for c in range(C):
+            dw += A.cat_w[t, s, k, v, c]
+        if dw <= 0.0:
+            continue
+        child = A.n_nodes[t] + n
+        A.mw_child[t, m, v] = child
+        A.mw_order[t, m, n] = child
+        n += 1
+        if first < 0:
+            first = v  # slot s is read for every later child: the first one is built last
+            continue
+        cs = A.n_leaves[t]
+        A.n_leaves[t] += 1
+        for c in range(C):
+            w = A.cat_w[t, s, k, v, c]
+            dist[c] = w if w > 0.0 else -1.0
+        _init_child(A, t, cs, dist, order, C)
+        _new_leaf(A, t, child, cs, depth)
+    for c in range(C):
+        w = A.cat_w[t, s, k, first, c]
+        dist[c] = w if w > 0.0 else -1.0
+    _init_child(A, t, s, dist, order, C)
+    _new_leaf(A, t, A.n_nodes[t], s, depth)
+    A.mw_n[t, m] = n
+    A.feature[t, node] = f
+    A.threshold[t, node] = 0.0
+    A.left[t, node] = _MULTIWAY
+    A.right[t, node] = m
+    A.slot[t, node] = -1
+    A.n_nodes[t] += n
+
+
+@kernel
+def _grow_path(A, hp, t, x):
+    """The leaf where tree ``t`` learns ``x``: as :func:`walk`, but a multiway branch without a
+    child for ``x``'s category gets a new empty leaf for it (river's ``add_child``), room
+    permitting (else ``x`` takes the most common path)."""
+    node = 0
+    while A.feature[t, node] >= 0:
+        f = A.feature[t, node]
+        if A.left[t, node] == _MULTIWAY:
+            m = A.right[t, node]
+            v = int(x[f])
+            child = A.mw_child[t, m, v]
+            if child < 0:
+                n = A.n_nodes[t]
+                if n + 1 <= hp[HP_MAX_NODES] and n + 1 <= A.feature.shape[1] \
+                        and A.n_leaves[t] + 1 <= A.class_w.shape[1]:
+                    child = n
+                    cs = A.n_leaves[t]
+                    _clear_slot(A, t, cs)
+                    _new_leaf(A, t, child, cs, A.depth[t, node] + 1)
+                    A.mw_child[t, m, v] = child
+                    A.mw_order[t, m, A.mw_n[t, m]] = child
+                    A.mw_n[t, m] += 1
+                    A.n_nodes[t] += 1
+                    A.n_leaves[t] += 1
+                else:
+                    child = _most_common_child(A, t, m)
+            node = child
+            continue
+        if A.nom_index[t, f] >= 0:
+            go_left = x[f] == A.threshold[t, node]
+        else:
+            go_left = x[f] <= A.threshold[t, node]
+        if go_left:
+            node = A.left[t, node]
+        else:
+            node = A.right[t, node]
+    return node
+
+
+@kernel
 def _attempt_split(A, hp, t, node, s, total, buf, order):
     """One Hoeffding split attempt at leaf ``node`` (slot ``s``), river's rules."""
     C = A.class_w.shape[2]
@@ -638,13 +828,17 @@ def _attempt_split(A, hp, t, node, s, total, buf, order):
     for f in range(D):
         k = A.nom_index[t, f]
         if k >= 0:
-            merit, sv = _best_nominal(A, hp, t, s, k, pre_entropy, lhs, rhs)
+            if A.cat_n[t, s, k] == 0:
+                continue  # no splitter for this feature since the slot was emptied
+            merit, sv = _best_nominal(A, hp, t, s, k, pre_entropy, lhs, rhs, order)
+            named = True  # river's nominal suggestion names its feature even at merit -inf
         else:
             merit, sv = _best_threshold(A, hp, t, s, f, pre_entropy, lhs, rhs)
+            named = merit > _NEG_INF
         if merit >= best:  # stable sort: a later candidate wins a tie
             second = best
             best = merit
-            best_f = f if merit > _NEG_INF else -1
+            best_f = f if named else -1
             best_sv = sv
         elif merit > second:
             second = merit
@@ -669,7 +863,8 @@ def learn_tree(A, hp, t, x, y, buf, order):
 
     The caller guarantees room for two more nodes when the tree is below its node cap.
     """
-    learn_leaf(A, hp, t, find_leaf(A, t, x), x, y, buf, order, -2)
+    node, fell_back = walk(A, t, x)
+    learn_leaf(A, hp, t, -node - 2 if fell_back else node, x, y, buf, order, -2)
 
 
 @kernel(inline=True)
@@ -677,8 +872,13 @@ def learn_leaf(A, hp, t, node, x, y, buf, order, nb_argmax):
     """Leaf ``node`` (the one ``x`` reaches) of tree ``t`` learns ``(x, y)``.
 
     ``nb_argmax`` is the key-order argmax of the leaf's current naive Bayes posterior for ``x``
-    when the caller already has it (``-1``: empty posterior), ``-2`` to compute it here.
+    when the caller already has it (``-1``: empty posterior), ``-2`` to compute it here.  A
+    negative ``node`` (from :func:`predict_tree`) means that ``x`` met a multiway branch without
+    a child for its category: the child is grown and learns ``x``.
     """
+    if node < 0:
+        node = _grow_path(A, hp, t, x)
+        nb_argmax = -2
     s = A.slot[t, node]
     C = A.class_w.shape[2]
     D = A.g_n.shape[2]
@@ -740,7 +940,7 @@ def learn_leaf(A, hp, t, node, x, y, buf, order, nb_argmax):
     total = _slot_total(A, t, s)
     if total - A.last_attempt[t, s] >= hp[HP_GRACE]:
         A.last_attempt[t, s] = total  # set first: a split hands this slot to the left child
-        room = A.n_nodes[t] + 2
+        room = A.n_nodes[t] + int(hp[HP_ROOM])
         if room <= hp[HP_MAX_NODES] and room <= A.feature.shape[1]:  # 2nd test: safety net only
             _attempt_split(A, hp, t, node, s, total, buf, order)
 
@@ -750,7 +950,7 @@ def needs_room(A, hp):
     """True when some tree below its node cap has no room for one more split."""
     cap = A.feature.shape[1]
     for t in range(A.n_nodes.shape[0]):
-        need = A.n_nodes[t] + 2
+        need = A.n_nodes[t] + int(hp[HP_ROOM])
         if need > cap and need <= hp[HP_MAX_NODES]:
             return True
     return False
@@ -790,7 +990,7 @@ def _check_links(d: dict[str, np.ndarray], D: int, C: int) -> None:
     live = idx < nn
     if ((feat < -1) | (feat >= D))[live].any():
         raise ValueError("tree pool state has split features outside [0, n_features)")
-    branch = live & (feat >= 0)
+    branch = live & (feat >= 0) & (d["left"] != _MULTIWAY)  # multiway rows: see _check_nominal
     for side in ("left", "right"):
         child = d[side]
         if ((child <= idx) | (child >= nn))[branch].any():
@@ -811,7 +1011,10 @@ def _check_nominal(d: dict, E: int, D: int, C: int, s_used: int) -> tuple[list[i
     """The nominal features, codes per feature and nominal arrays of a restored state (none in
     a state of numeric features only); refuses shapes or indices a kernel would misuse."""
     if "nom_index" not in d:
-        return [], 0, {"nom_index": np.full((E, D), -1, dtype=np.int64), "cat_w": np.zeros((E, s_used, 0, 0, C)),
+        if (np.asarray(d["left"]) == _MULTIWAY).any():
+            raise ValueError("tree pool state has multiway branches but no nominal features")
+        return [], 0, {"n_mw": np.zeros(E, dtype=np.int64), "mw_child": np.zeros((E, 0, 0), dtype=np.int64),
+                       "mw_order": np.zeros((E, 0, 0), dtype=np.int64), "mw_n": np.zeros((E, 0), dtype=np.int64),"nom_index": np.full((E, D), -1, dtype=np.int64), "cat_w": np.zeros((E, s_used, 0, 0, C)),
                        "cat_order": np.zeros((E, s_used, 0, 0), dtype=np.int64),
                        "cat_n": np.zeros((E, s_used, 0), dtype=np.int64), "nseen": np.full((E, s_used, C), -1),
                        "n_nseen": np.zeros((E, s_used), dtype=np.int64), "set_tab": np.zeros((E, 16), dtype=np.int64)}
@@ -838,6 +1041,28 @@ def _check_nominal(d: dict, E: int, D: int, C: int, s_used: int) -> tuple[list[i
         raise ValueError("tree pool state has malformed nominal class orders")
     if ((ns < 0) | (ns >= C))[np.arange(C)[None, None, :] < nn[..., None]].any():
         raise ValueError("tree pool state has nominal class orders outside [0, n_classes)")
+    n_mw, child, order_mw, mw_n = nom["n_mw"], nom["mw_child"], nom["mw_order"], nom["mw_n"]
+    m_used = child.shape[1] if child.ndim == 3 else -1
+    if n_mw.shape != (E,) or child.shape != (E, m_used, V) or order_mw.shape != (E, m_used, V) \
+            or mw_n.shape != (E, m_used) or any(a.dtype.kind != "i" for a in (n_mw, child, order_mw, mw_n)) \
+            or (n_mw < 0).any() or (n_mw > m_used).any() or (mw_n < 0).any() or (mw_n > V).any():
+        raise ValueError("tree pool state has malformed multiway branches")
+    nn = d["n_nodes"][:, None, None]
+    live = np.arange(m_used)[None, :, None] < n_mw[:, None, None]
+    if (((child < -1) | (child >= nn)) & live).any() or \
+            (((order_mw < 0) | (order_mw >= nn)) & live & (np.arange(V)[None, None, :] < mw_n[..., None])).any():
+        raise ValueError("tree pool state has multiway children outside their tree")
+    multi = d["left"] == _MULTIWAY
+    n_live = np.arange(d["left"].shape[1])[None, :] < d["n_nodes"][:, None]
+    rows = np.where(multi, d["right"], 0)
+    if ((rows < 0) | (rows >= n_mw[:, None]))[multi & n_live].any() \
+            or (idx[np.arange(E)[:, None], np.maximum(d["feature"], 0)] < 0)[multi & n_live].any():
+        raise ValueError("tree pool state has multiway branches on numeric features or missing rows")
+    for e, node in zip(*np.nonzero(multi & n_live)):  # children come after their branch: no loops
+        m = rows[e, node]
+        kids = child[e, m]
+        if (kids[kids >= 0] <= node).any() or (order_mw[e, m, :mw_n[e, m]] <= node).any():
+            raise ValueError("tree pool state has multiway children before their branch")
     nom["set_tab"] = np.zeros((E, 16 * max(V, 1)), dtype=np.int64)
     return nominal, V, nom
 
@@ -941,13 +1166,13 @@ class TreePool:
         return self.arrays.feature.shape[1]
 
     def _bytes_for(self, n_nodes: int, n_features: int, n_classes: int) -> int:
-        slots = n_nodes // 2 + 1
+        arrays = getattr(self, "arrays", None)
+        slots = n_nodes if arrays is not None and arrays.cat_w.shape[2] else n_nodes // 2 + 1
         per_slot = 8 * (len(_SLOT_FIELDS) + (1 + len(_ORDER_FIELDS)) * n_classes
                         + (len(_GAUSS_FIELDS) + len(_CACHE_FIELDS)) * n_features * n_classes)
-        arrays = getattr(self, "arrays", None)
         if arrays is not None and arrays.cat_w.shape[2]:
             Dn, V = arrays.cat_w.shape[2], arrays.cat_w.shape[3]
-            per_slot += 8 * Dn * (1 + V * (n_classes + 1))
+            per_slot += 8 * (Dn * (1 + V * (n_classes + 1)) + n_classes + 1 + V + 1)  # + multiway rows
         return 8 * len(_TREE_FIELDS) + 8 * len(_NODE_FIELDS) * n_nodes + per_slot * slots
 
     def node_cap(self) -> int:
@@ -988,6 +1213,8 @@ class TreePool:
         hp[HP_MAX_SHARE] = self.max_share_to_split
         hp[HP_EXACT] = 1.0 if self.river_exact else 0.0
         hp[HP_TWO] = 2.0
+        # nodes one split may add: 2, or one per category for a multiway split
+        hp[HP_ROOM] = max(2, self.n_values) if self.n_nominal else 2
 
     def _alloc(self, E: int, D: int, C: int, N: int, old: TreeArrays | None = None,
                nominal: list[int] | None = None, V: int | None = None) -> None:
@@ -995,15 +1222,17 @@ class TreePool:
         copying the overlapping part of ``old``; new entries are zero (nodes: empty).
         ``nominal`` (the nominal features, default: unchanged) and ``V`` (codes per nominal
         feature) size the nominal statistics."""
-        L = N // 2 + 1
         if nominal is None:
             nominal = self._nominal if old is not None else []
+        L = N if nominal else N // 2 + 1
+        M = N // 2 + 1
         if V is None:
             V = old.cat_w.shape[3] if old is not None else 0
         Dn = len(nominal)
         T = 8 * max(V, 1)
         shapes = {"nom_index": (E, D), "cat_w": (E, L, Dn, V, C), "cat_order": (E, L, Dn, V),
-                  "cat_n": (E, L, Dn), "nseen": (E, L, C), "n_nseen": (E, L), "set_tab": (E, 2 * T)}
+                  "cat_n": (E, L, Dn), "nseen": (E, L, C), "n_nseen": (E, L), "set_tab": (E, 2 * T),
+                  "n_mw": (E,), "mw_child": (E, M, V), "mw_order": (E, M, V), "mw_n": (E, M)}
         for name in _TREE_FIELDS:
             shapes[name] = (E,)
         for name in _NODE_FIELDS:
@@ -1018,7 +1247,8 @@ class TreePool:
         for name in TreeArrays._fields:
             dtype = np.int64 if name in _INT_FIELDS else np.float64
             a = np.zeros(shapes[name], dtype=dtype)
-            if name in ("feature", "left", "right", "slot", "cat_order", "nseen", "set_tab") + _ORDER_FIELDS:
+            if name in ("feature", "left", "right", "slot", "cat_order", "nseen", "set_tab", "mw_child",
+                        "mw_order") + _ORDER_FIELDS:
                 a.fill(-1)
             if name == "nom_index":
                 a.fill(-1)
@@ -1038,7 +1268,7 @@ class TreePool:
     def _ensure_room(self) -> None:
         """Grow the node capacity so that every tree below its cap can split once more."""
         if needs_room(self.arrays, self.hp):
-            need = int(self.arrays.n_nodes.max()) + 2
+            need = int(self.arrays.n_nodes.max()) + int(self.hp[HP_ROOM])
             N = _capacity_ladder(need, int(self.hp[HP_MAX_NODES]))
             self._alloc(self.n_trees, self.n_features, self.n_classes, N, self.arrays)
 
@@ -1177,9 +1407,14 @@ class TreePool:
                 arr = arr[:, :s_used]
             out[name] = np.array(arr, copy=True)
         if self.n_nominal:
+            m_used = int(a.n_mw.max()) if self.n_trees else 0
             for name in _NOMINAL_FIELDS:
                 arr = getattr(a, name)
-                out[name] = np.array(arr if name == "nom_index" else arr[:, :s_used], copy=True)
+                if name in ("mw_child", "mw_order", "mw_n"):
+                    arr = arr[:, :m_used]
+                elif name not in ("nom_index", "n_mw"):
+                    arr = arr[:, :s_used]
+                out[name] = np.array(arr, copy=True)
         cfg = self.config()
         cfg["leaf_prediction"] = LEAF_PREDICTIONS[self.leaf_prediction]
         cfg["max_bytes"] = -1 if self.max_bytes is None else self.max_bytes

@@ -12,8 +12,8 @@ Every object kind's attribute set is checked when saving and when loading; a riv
 adds or renames state therefore fails loudly instead of restoring a silently different tree.
 
 Categorical features arrive as integer codes in the columns named by :meth:`RiverTreeExpert.set_nominal`;
-the tree gets them as river nominal attributes (``nominal_attributes``) with ``binary_split=True``
-(splits ``x[f] == v``, the same rule as the array engine).  A nominal splitter's set of values is
+the tree gets them as river nominal attributes (``nominal_attributes``; river's default multiway
+and binary ``x[f] == v`` candidates, the same rules as the array engine).  A nominal splitter's set of values is
 restored by adding its values in their saved iteration order: the same order whenever no two
 codes collide in the set's hash table (codes below its size, 8 or more), which covers small
 category counts; beyond that a restored tree may break a tie between equally good values
@@ -29,7 +29,7 @@ import river
 from river.proba import Gaussian
 from river.stats import Mean, Var
 from river.tree import HoeffdingTreeClassifier
-from river.tree.nodes.branch import NominalBinaryBranch, NumericBinaryBranch
+from river.tree.nodes.branch import NominalBinaryBranch, NominalMultiwayBranch, NumericBinaryBranch
 from river.tree.nodes.htc_nodes import LeafMajorityClass, LeafNaiveBayes, LeafNaiveBayesAdaptive
 from river.tree.splitter import GaussianSplitter
 from river.tree.splitter.nominal_splitter_classif import NominalSplitterClassif
@@ -43,6 +43,7 @@ _LEAF_TYPES = (LeafMajorityClass, LeafNaiveBayes, LeafNaiveBayesAdaptive)
 _NBA = 2
 _BRANCH = 3
 _NOMINAL_BRANCH = 4
+_MULTIWAY_BRANCH = 5
 
 #: the instance attributes river 0.26.1 gives each object kind (the whole state we save)
 _LEAF_ATTRS = frozenset({"stats", "depth", "splitter", "splitters", "_disabled_attrs", "_last_split_attempt_at"})
@@ -53,6 +54,7 @@ _GAUSS_ATTRS = frozenset({"seed", "_rng", "_var"})
 _VAR_ATTRS = frozenset({"ddof", "mean", "_S"})
 _MEAN_ATTRS = frozenset({"n", "_mean"})
 _NOM_BRANCH_ATTRS = frozenset({"stats", "children", "feature", "value", "depth"})
+_MULTIWAY_ATTRS = frozenset({"stats", "children", "feature", "depth", "_mapping", "_r_mapping"})
 _NOM_SPLITTER_ATTRS = frozenset({"_total_weight_observed", "_missing_weight_observed", "_att_dist_per_class",
                                  "_att_values"})
 #: tree attributes holding objects; every other tree attribute must be a JSON scalar
@@ -129,8 +131,7 @@ class RiverTreeExpert:
         self.frozen = False
         self.binary = bool(binary)
         self._params = {"grace_period": grace_period, "delta": delta, "binary": self.binary, **tree_kwargs}
-        self.tree = HoeffdingTreeClassifier(grace_period=grace_period, delta=delta,
-                                            **{"binary_split": True, **tree_kwargs})
+        self.tree = HoeffdingTreeClassifier(grace_period=grace_period, delta=delta, **tree_kwargs)
 
     def set_nominal(self, columns: list[int]) -> None:
         """Columns holding integer category codes: river nominal attributes from now on."""
@@ -207,7 +208,7 @@ def _encode(tree: HoeffdingTreeClassifier) -> tuple[dict, dict[str, np.ndarray]]
         "kind", "depth", "n_stats", "stats_key", "stats_val", "br_feature", "br_threshold",
         "lf_flags", "lf_last", "lf_nba", "lf_n_disabled", "disabled", "lf_n_splitters",
         "sp_feature", "sp_n_splits", "sp_n_classes", "g_int", "g_float",
-        "sp_kind", "nom_float", "nom_int", "nom_w")}
+        "sp_kind", "nom_float", "nom_int", "nom_w", "mw_values")}
     stack = [] if tree._root is None else [tree._root]
     while stack:
         node = stack.pop()
@@ -223,6 +224,17 @@ def _encode(tree: HoeffdingTreeClassifier) -> tuple[dict, dict[str, np.ndarray]]
             c["br_feature"].append(_typed(node.feature, int, "split feature"))
             c["br_threshold"].append(float(_typed(node.value, int, "split category")))
             stack.extend(reversed(node.children))
+        elif type(node) is NominalMultiwayBranch:
+            _layout(node, _MULTIWAY_ATTRS, "NominalMultiwayBranch")
+            values = list(node._mapping)
+            if node._mapping != {v: i for i, v in enumerate(values)} or \
+                    node._r_mapping != dict(enumerate(values)) or len(values) != len(node.children):
+                raise StateFormatError("a multiway branch's value mapping disagrees with its children")
+            c["kind"].append(_MULTIWAY_BRANCH)
+            c["br_feature"].append(_typed(node.feature, int, "split feature"))
+            c["mw_values"].append(len(values))
+            c["mw_values"].extend(_typed(v, int, "category code") for v in values)
+            stack.extend(reversed(node.children))
         elif type(node) in _LEAF_TYPES:
             code = _LEAF_TYPES.index(type(node))
             _layout(node, _NBA_ATTRS if code == _NBA else _LEAF_ATTRS, type(node).__name__)
@@ -237,7 +249,8 @@ def _encode(tree: HoeffdingTreeClassifier) -> tuple[dict, dict[str, np.ndarray]]
         c["stats_key"].extend(_typed(k, int, "class label") for k in node.stats)
         c["stats_val"].extend(_typed(v, float, "class weight") for v in node.stats.values())
     ints = {"kind", "depth", "n_stats", "stats_key", "br_feature", "lf_flags", "lf_n_disabled", "disabled",
-            "lf_n_splitters", "sp_feature", "sp_n_splits", "sp_n_classes", "g_int", "sp_kind", "nom_int"}
+            "lf_n_splitters", "sp_feature", "sp_n_splits", "sp_n_classes", "g_int", "sp_kind", "nom_int",
+            "mw_values"}
     arrays = {k: np.asarray(v, dtype=np.int64 if k in ints else np.float64) for k, v in c.items()}
     arrays["alias"] = _float_aliases(c)
     return meta, arrays
@@ -353,7 +366,7 @@ def _decode(tree: HoeffdingTreeClassifier, meta: dict, arrays: dict[str, np.ndar
         tree.nominal_attributes = [int(j) for j in meta["nominal"]]
     proto = tree.splitter
     _check_fresh_layout(proto)
-    for name in ("sp_kind", "nom_float", "nom_int", "nom_w"):  # states saved before categorical features
+    for name in ("sp_kind", "nom_float", "nom_int", "nom_w", "mw_values"):  # states saved before categorical features
         arrays.setdefault(name, np.zeros(0))
     cur = {k: _Cursor(arrays, k) for k in arrays}
     for dst, i, src, j in cur.pop("alias").values:  # re-share float objects (see _float_aliases)
@@ -370,6 +383,10 @@ def _decode(tree: HoeffdingTreeClassifier, meta: dict, arrays: dict[str, np.ndar
         elif kind == _NOMINAL_BRANCH:
             payloads.append((NominalBinaryBranch, stats, cur["br_feature"].one(), int(cur["br_threshold"].one()),
                              depth))
+        elif kind == _MULTIWAY_BRANCH:
+            feature = cur["br_feature"].one()
+            values = cur["mw_values"].take(cur["mw_values"].one())
+            payloads.append((NominalMultiwayBranch, stats, feature, values, depth))
         elif 0 <= kind < _BRANCH:
             payloads.append(_decode_leaf(_LEAF_TYPES[kind](stats, depth, proto), kind, cur))
         else:
@@ -377,8 +394,11 @@ def _decode(tree: HoeffdingTreeClassifier, meta: dict, arrays: dict[str, np.ndar
     built: list = []
     for item in reversed(payloads):
         if isinstance(item, tuple):
-            left, right = built.pop(), built.pop()
-            built.append(item[0](*item[1:], left, right))
+            n_children = len(item[3]) if item[0] is NominalMultiwayBranch else 2
+            if len(built) < n_children:
+                raise StateFormatError("river-ht state: a branch has fewer children than it names")
+            children = [built.pop() for _ in range(n_children)]
+            built.append(item[0](*item[1:], *children))
         else:
             built.append(item)
     if len(built) > 1 or any(c.pos != len(c.values) for c in cur.values()):
