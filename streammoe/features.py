@@ -208,9 +208,9 @@ class FeatureSpace:
                 raise ValueError(f"feature {k!r} is numeric (first learned as a number) but got text "
                                  f"{value[:40]!r}")
 
-    def register(self, x: Mapping) -> int:
+    def register(self, x: Mapping | Iterable[Hashable]) -> int:
         """Add columns for features not seen before; returns how many were added.  A feature
-        whose value here is a string becomes categorical."""
+        whose value here is a string becomes categorical (names alone: numeric features)."""
         new = [k for k in x if k not in self.index]
         if not new:
             return 0
@@ -218,7 +218,7 @@ class FeatureSpace:
             j = len(self.names)
             self.index[k] = j
             self.names.append(k)
-            is_nominal = isinstance(x[k], str)
+            is_nominal = isinstance(x, Mapping) and isinstance(x[k], str)
             self.nominal.append(is_nominal)
             if is_nominal:
                 self.categories[j] = {}

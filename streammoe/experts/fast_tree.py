@@ -113,8 +113,8 @@ _SAVED_FIELDS = _TREE_FIELDS + _NODE_FIELDS + _SLOT_FIELDS + ("class_w",) + _ORD
 #: A multiway branch (river's ``NominalMultiwayBranch``) is a node with ``left == -2`` and
 #: ``right = m``, its row in ``mw_child`` [E, M, V] (child node per category, -1: none yet),
 #: ``mw_order`` [E, M, V] (children in river's list order) and ``mw_n`` [E, M]; ``n_mw`` [E]
-#: counts the rows used, ``M = N // 2 + 1``.  With nominal features a node may have many
-#: children, so slots are sized ``L = N``.
+#: counts the rows used, ``M = N``.  With nominal features a node may have many children (or
+#: one), so slots are sized ``L = N``.
 _NOMINAL_FIELDS = ("nom_index", "cat_w", "cat_order", "cat_n", "nseen", "n_nseen", "n_mw", "mw_child",
                    "mw_order", "mw_n")
 _MULTIWAY = -2
@@ -1172,8 +1172,12 @@ class TreePool:
                         + (len(_GAUSS_FIELDS) + len(_CACHE_FIELDS)) * n_features * n_classes)
         if arrays is not None and arrays.cat_w.shape[2]:
             Dn, V = arrays.cat_w.shape[2], arrays.cat_w.shape[3]
-            per_slot += 8 * (Dn * (1 + V * (n_classes + 1)) + n_classes + 1 + V + 1)  # + multiway rows
-        return 8 * len(_TREE_FIELDS) + 8 * len(_NODE_FIELDS) * n_nodes + per_slot * slots
+            # nominal statistics, class order, and one multiway row per node (slots = nodes here)
+            per_slot += 8 * (Dn * (1 + V * (n_classes + 1)) + n_classes + 1 + 2 * V + 1)
+        fixed = 8 * (n_features + 1)  # nom_index and n_mw
+        if arrays is not None and arrays.cat_w.shape[2]:
+            fixed += 8 * 16 * arrays.cat_w.shape[3]  # set_tab scratch
+        return 8 * len(_TREE_FIELDS) + fixed + 8 * len(_NODE_FIELDS) * n_nodes + per_slot * slots
 
     def node_cap(self) -> int:
         """Nodes a tree may reach under ``max_nodes`` and ``max_bytes`` at the current sizes.
@@ -1225,11 +1229,11 @@ class TreePool:
         if nominal is None:
             nominal = self._nominal if old is not None else []
         L = N if nominal else N // 2 + 1
-        M = N // 2 + 1
+        M = N if nominal else 0  # a multiway branch may have a single child: up to N rows
         if V is None:
             V = old.cat_w.shape[3] if old is not None else 0
         Dn = len(nominal)
-        T = 8 * max(V, 1)
+        T = 8 * V if nominal else 0
         shapes = {"nom_index": (E, D), "cat_w": (E, L, Dn, V, C), "cat_order": (E, L, Dn, V),
                   "cat_n": (E, L, Dn), "nseen": (E, L, C), "n_nseen": (E, L), "set_tab": (E, 2 * T),
                   "n_mw": (E,), "mw_child": (E, M, V), "mw_order": (E, M, V), "mw_n": (E, M)}
