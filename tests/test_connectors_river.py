@@ -56,7 +56,7 @@ def test_text_features_are_categorical():
     events = list(src)
     assert len(events) == 200 and src.errors == []
     assert "x8" not in src.feature_names and len(src.feature_names) == 9
-    assert {type(x["x3"]) for x, _ in events} == {str} and {type(x["x0"]) for x, _ in events} == {float}
+    assert {type(x["x3"]) for x, _ in events} == {str} and {type(x["x1"]) for x, _ in events} == {float}
     assert list(src) == events
 
 
