@@ -150,6 +150,9 @@ def replay(
     model: str = typer.Option("driftmoe", "--model", help="Model(s), comma-separated, run side by side: "
                                                           + ", ".join(MODEL_PRESETS)),
     target: Optional[str] = typer.Option(None, help="Target column of a CSV/JSONL file."),
+    categorical: Optional[str] = typer.Option(None, "--categorical", help="Comma-separated feature columns "
+                                              "to read as categories (text columns already are; use this for "
+                                              "numeric-looking codes such as zip or product codes)."),
     compare: bool = typer.Option(False, help="Also run river baselines (ARF with 10 trees, Hoeffding "
                                              "tree, Hoeffding adaptive tree) on the same events."),
     out: Optional[Path] = typer.Option(None, help="Output folder (default: ./streammoe-runs/SOURCE-TIME/)."),
@@ -181,7 +184,8 @@ def replay(
         raise _usage_error(err_console, f"cannot build model {model!r}: {exc}")
     if compare:
         models.update(evaluation.river_baselines(seed))
-    src = _open_source(err_console, source, n, seed, target)
+    src = _open_source(err_console, source, n, seed, target,
+                       {c.strip(): "categorical" for c in (categorical or "").split(",") if c.strip()} or None)
 
     show_progress = not quiet and err_console.is_terminal
     config = {"model": model, **opts, "target": target, "compare": compare, "requested_n": n}
@@ -206,12 +210,13 @@ def replay(
                       soft_wrap=True)
 
 
-def _open_source(console: Console, spec: str, n: Optional[int], seed: int, target: Optional[str]) -> Any:
+def _open_source(console: Console, spec: str, n: Optional[int], seed: int, target: Optional[str],
+                 feature_types: Optional[dict] = None) -> Any:
     """Open a stream through the connectors; an unknown or unreadable source is a usage error."""
     from . import connectors
 
     try:
-        return connectors.open_source(spec, n=n, seed=seed, target=target)
+        return connectors.open_source(spec, n=n, seed=seed, target=target, feature_types=feature_types)
     except (ValueError, LookupError, OSError) as exc:
         message = str(exc) or type(exc).__name__
         choices = _builtin_streams(connectors)

@@ -232,3 +232,42 @@ def test_a_class_that_depends_on_a_category_is_learned_as_well_as_river_hoeffdin
         ht.learn_one(x, y)
         model.learn_one(x, y)
     assert hits_moe >= hits_ht, (hits_moe / len(evs), hits_ht / len(evs))
+
+
+# --------------------------------------------------------------------------------- replay
+def _fraud_csv(path, n: int = 3000, seed: int = 6):
+    lines = ["amount,country,hour,fraud"]
+    for x, y in fraud_stream(n, seed):
+        lines.append(f"{x['amount']},{x['country']},{x['hour']},{y}")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_replay_reads_a_text_column_as_categorical(tmp_path):
+    """The CSV of the issue (`amount,country,hour,fraud`, country in FR/DE/US/BR), once refused
+    whole, replays with DriftMoE beside river's tree, and learns it."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from streammoe.cli import app
+
+    path = _fraud_csv(tmp_path / "cat.csv")
+    out = tmp_path / "run"
+    result = CliRunner().invoke(app, ["replay", str(path), "--model", "driftmoe", "--out", str(out), "-q"],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["bad_rows"] == 0 and summary["source"]["n"] == 3000
+    assert summary["models"]["driftmoe"]["accuracy"] > 0.85
+    # --categorical: numeric-looking codes (hour) read as categories too
+    out2 = tmp_path / "run2"
+    result = CliRunner().invoke(app, ["replay", str(path), "--categorical", "hour", "--out", str(out2), "-q"],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    from streammoe.connectors import open_source
+
+    x, _ = next(iter(open_source(path, feature_types={"hour": "categorical"})))
+    assert isinstance(x["hour"], str) and isinstance(x["country"], str) and isinstance(x["amount"], float)
+    result = CliRunner().invoke(app, ["replay", str(path), "--categorical", "nope", "-q"])
+    assert result.exit_code != 0 and "unknown columns" in result.output
