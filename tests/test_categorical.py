@@ -271,3 +271,22 @@ def test_replay_reads_a_text_column_as_categorical(tmp_path):
     assert isinstance(x["hour"], str) and isinstance(x["country"], str) and isinstance(x["amount"], float)
     result = CliRunner().invoke(app, ["replay", str(path), "--categorical", "nope", "-q"])
     assert result.exit_code != 0 and "unknown columns" in result.output
+
+
+# --------------------------------------------------------------------------------- serve
+def test_serve_schema_accepts_categories_within_the_length_limit():
+    from streammoe.service.schema import DecodeLimits, ReasonCode, decode_event
+
+    ok = decode_event(b'{"id": "e1", "x": {"amount": 3, "country": "FR"}, "y": 1}')
+    assert ok.x == {"amount": 3.0, "country": "FR"}
+    limits = DecodeLimits(max_name_chars=8)
+    assert decode_event(b'{"id": "e2", "x": {"country": "ABCDEFGH"}}', limits).x == {"country": "ABCDEFGH"}
+    long = decode_event(b'{"id": "e3", "x": {"country": "ABCDEFGHI"}}', limits)
+    assert long.reason_code is ReasonCode.BAD_FEATURE_VALUE and "9 characters" in long.reason
+    for bad in (b"true", b"null", b"[1]", b'{"a": 1}'):
+        dead = decode_event(b'{"id": "e4", "x": {"country": ' + bad + b"}}")
+        assert dead.reason_code is ReasonCode.BAD_FEATURE_VALUE, bad
+    # the decoded event goes straight into the model
+    model = DriftMoE(seed=0)
+    model.learn_one(ok.x, ok.y)
+    assert model.categorical_features_ == ["country"]
