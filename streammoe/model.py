@@ -451,7 +451,8 @@ class DriftMoE(base.MiniBatchClassifier):
         # Batch fast path: plain events with exactly the known features are checked and converted in
         # C-level passes (``R``: their feature matrix, valid for the whole batch since no feature can
         # be added); anything else takes the per-event checks below.
-        R = plain_matrix(xs, self._features.names) if windowed and len(xs) == len(ys) else None
+        plain = windowed and len(xs) == len(ys) and not self._features.has_nominal  # categories: checked per event
+        R = plain_matrix(xs, self._features.names) if plain else None
         if R is not None and plain_labels(ys, self._labels):
             labels = list(ys)
         else:

@@ -136,6 +136,9 @@ def test_driftmoe_learns_string_features_in_both_engines():
             model.learn_one({"amount": 3.0, "country": 7}, 1)
         with pytest.raises(ValueError, match="numeric .* got text"):
             model.predict_one({"amount": "3.0", "country": "FR"})
+        with pytest.raises(ValueError, match="event 1: feature 'country' is categorical"):
+            model.predict_learn_many([{"amount": 1.0, "country": "FR"}, {"amount": 1.0, "country": 3}], [1, 0])
+        assert model.n_learned_ == 1  # the batch was refused before anything was learned
         model.learn_one({"amount": 2.0, "country": "DE", "vip": True}, 0)  # booleans are 0/1
         assert model.categorical_features_ == ["country"]
 

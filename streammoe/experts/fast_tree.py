@@ -7,8 +7,9 @@ whole pool in a handful of NumPy arrays one compiled kernel runs a whole window 
 The statistics and the split rule are those of river's ``tree.HoeffdingTreeClassifier`` with
 its default ``GaussianSplitter(n_splits=10)``, ``split_criterion='info_gain'``,
 ``merit_preprune=True``, ``remove_poor_attrs=False``, binary splits ``x[f] <= threshold``,
-``min_branch_fraction=0.01``, ``max_share_to_split=0.99`` and no nominal attributes.  The facts
-of river's behaviour reproduced here:
+``min_branch_fraction=0.01``, ``max_share_to_split=0.99``, and nominal attributes (river's
+``NominalSplitterClassif``) for the features marked nominal (:meth:`TreePool.add_features`),
+whose values are integer category codes.  The facts of river's behaviour reproduced here:
 
 * a leaf keeps class weights, and per feature and class a Welford Gaussian (weight, mean, M2)
   plus the min/max value seen; NBA leaves also count how often majority class and naive Bayes
@@ -29,6 +30,18 @@ of river's behaviour reproduced here:
   class weights and NBA counters stay;
 * the two children start with the class weights that the Gaussians estimate for each side,
   empty splitters, and "last attempt" set to their initial weight;
+* a nominal feature keeps per category and class the weight seen; its candidates are the
+  multiway split (one branch per category, categories and classes in ascending order) and then
+  each binary split ``x[f] == v`` in the order of river's ``set`` of values (emulated:
+  CPython's table layout for int keys), a later one winning only with a higher merit; its
+  suggestion names the feature even at merit ``-inf``.  A multiway branch grows a child when
+  learning meets a category it has no child for, and sends such a category to its heaviest
+  child at prediction (river's ``most_common_path``).  Naive Bayes multiplies in
+  ``n(v, c) / n(c)`` when positive.  River's naive Bayes inserts the leaf's classes into each
+  nominal splitter's class dict (a ``defaultdict`` lookup), which fixes the order of the
+  children's class weights; ``nseen`` records that order (exactly for ``'nba'`` and ``'mc'``
+  leaves; for ``'nb'`` leaves river inserts at prediction time, which only the order of sums
+  can show);
 * river keeps class weights in dicts, so sums, ties and the class count ``R`` follow the dicts'
   insertion order and keys (a class can be present with weight 0).  Each slot records that
   order (``keys``: the leaf's classes in insertion order; ``seen``: the classes in the order its
