@@ -160,6 +160,15 @@ def kernel(fn=None, *, inline: bool = False):
     return njit(**opts)(fn)
 
 
+def inner_only(*kernels) -> None:
+    """Mark kernels that only other kernels call: they are compiled without the wrappers that make a
+    kernel callable from Python (argument unboxing of the ~25 pool arrays, a C entry point).  Those
+    wrappers were about a quarter of a cold start's compilation; a kernel called from Python must
+    not be listed here (it would raise a TypeError)."""
+    for k in kernels:
+        k.targetoptions.update(no_cpython_wrapper=True, no_cfunc_wrapper=True)
+
+
 @kernel
 def _subtree_weight(A, t, node):
     """river's ``total_weight`` of a node: a leaf's class weights summed in key order, a
@@ -836,7 +845,7 @@ def _attempt_split(A, hp, t, node, s, total, buf, order):
     pre_entropy = _entropy(A.class_w[t, s], A.keys[t, s], nk)
     best = _NEG_INF  # the null split comes first
     second = _NEG_INF
-    best_f = -1
+    best_f = np.int64(-1)  # typed int64 from the start: a literal -1 would compile _split_leaf twice
     best_sv = 0.0
     for f in range(D):
         k = A.nom_index[t, f]
@@ -877,7 +886,7 @@ def learn_tree(A, hp, t, x, y, buf, order):
     The caller guarantees room for two more nodes when the tree is below its node cap.
     """
     node, fell_back = walk(A, t, x)
-    learn_leaf(A, hp, t, -node - 2 if fell_back else node, x, y, buf, order, -2)
+    learn_leaf(A, hp, t, -node - 2 if fell_back else node, x, y, buf, order, np.int64(-2))  # int64: one overload
 
 
 @kernel(inline=True)
@@ -969,6 +978,24 @@ def needs_room(A, hp):
     return False
 
 
+#: the value every entry of a field holds in an empty tree (links and orders -1, the rest 0)
+_EMPTY = {name: -1 if name in ("feature", "left", "right", "slot", "nom_index", "cat_order", "nseen", "set_tab",
+                               "mw_child", "mw_order") + _ORDER_FIELDS else 0
+          for name in TreeArrays._fields}
+
+
+def _reset_tree(A, t: int) -> None:
+    """Tree ``t`` becomes a fresh tree: NumPy slice fills, the state :func:`_reset_tree_kernel`
+    leaves (tested equal).  A reset runs when a pool is built or an expert replaced, never per
+    event, so compiling a kernel for it would only lengthen a cold start."""
+    for name in TreeArrays._fields:
+        if name != "nom_index":  # which features are nominal is the pool's, not the tree's
+            getattr(A, name)[t] = _EMPTY[name]
+    A.slot[t, 0] = 0
+    A.n_nodes[t] = 1
+    A.n_leaves[t] = 1
+
+
 @kernel
 def _reset_tree_kernel(A, t):
     for node in range(A.feature.shape[1]):
@@ -980,6 +1007,14 @@ def _reset_tree_kernel(A, t):
         A.slot[t, node] = -1
     for s in range(A.class_w.shape[1]):
         _clear_slot(A, t, s)
+    A.n_mw[t] = 0
+    for m in range(A.mw_child.shape[1]):
+        A.mw_n[t, m] = 0
+        for v in range(A.mw_child.shape[2]):
+            A.mw_child[t, m, v] = -1
+            A.mw_order[t, m, v] = -1
+    for i in range(A.set_tab.shape[1]):
+        A.set_tab[t, i] = -1
     A.slot[t, 0] = 0
     A.n_nodes[t] = 1
     A.n_leaves[t] = 1
@@ -1144,7 +1179,7 @@ class TreePool:
         N = _capacity_ladder(1, self._node_cap(int(n_features), int(n_classes)))
         self._alloc(int(n_trees), int(n_features), int(n_classes), N)
         for t in range(self.n_trees):
-            _reset_tree_kernel(self.arrays, t)
+            _reset_tree(self.arrays, t)
 
     # ------------------------------------------------------------------ shapes and memory
     @property
@@ -1263,12 +1298,8 @@ class TreePool:
         fields = {}
         for name in TreeArrays._fields:
             dtype = np.int64 if name in _INT_FIELDS else np.float64
-            a = np.zeros(shapes[name], dtype=dtype)
-            if name in ("feature", "left", "right", "slot", "cat_order", "nseen", "set_tab", "mw_child",
-                        "mw_order") + _ORDER_FIELDS:
-                a.fill(-1)
+            a = np.full(shapes[name], _EMPTY[name], dtype=dtype)
             if name == "nom_index":
-                a.fill(-1)
                 for k, f in enumerate(nominal):
                     a[:, f] = k
                 fields[name] = a
@@ -1323,7 +1354,7 @@ class TreePool:
         first = self.n_trees
         self._alloc(first + int(k), self.n_features, self.n_classes, self.capacity, self.arrays)
         for t in range(first, self.n_trees):
-            _reset_tree_kernel(self.arrays, t)
+            _reset_tree(self.arrays, t)
         return first
 
     # ------------------------------------------------------------------ validation
@@ -1374,7 +1405,7 @@ class TreePool:
 
     def reset_tree(self, t: int) -> None:
         """Put a fresh, empty tree in slot ``t``."""
-        _reset_tree_kernel(self.arrays, self._tree(t))
+        _reset_tree(self.arrays, self._tree(t))
 
     def copy_tree(self, src: int, dst: int) -> None:
         """Make tree ``dst`` an exact copy of tree ``src``."""
@@ -1487,3 +1518,9 @@ class TreePool:
         pool._alloc(E, D, C, N, stub, nominal, V)
         refresh_caches(pool.arrays)
         return pool
+
+
+inner_only(find_leaf, _has, _slot_total, _mc_proba, _first_max, _nb_proba, _clear_gaussians, _clear_slot,
+           _refresh_cache, _entropy, _post_split, _side_weight, _best_threshold, _init_child, _split_leaf,
+           _attempt_split, learn_leaf, _most_common_child, walk, _set_insert, _set_order, _nominal_dist,
+           _split_merit, _multiway_merit, _best_nominal, _new_leaf, _split_multiway, _grow_path)

@@ -84,6 +84,7 @@ class ReasonCode(str, Enum):
     UNKNOWN_EVENT_ID = "unknown_event_id"    # delayed label for an id that is not pending
     LABEL_TIMEOUT = "label_timeout"          # pending event's label did not come in time
     PENDING_EVICTED = "pending_evicted"      # pending event dropped by the count bound
+    EARLY_LABEL_EVICTED = "early_label_evicted"  # label waiting for its event dropped by a bound / the TTL
     TOO_MANY_KEYS = "too_many_keys"          # event of a new key beyond serve.max_keys_per_partition
     PROCESSING_ERROR = "processing_error"    # the model refused the event (message says why)
 
@@ -370,8 +371,9 @@ def encode_prediction(event_id: str, y_pred: Any, proba: dict[Any, float], exper
                       model_version: int | str, latency_ms: float) -> bytes:
     """JSON bytes of one prediction (the :class:`Prediction` format).
 
-    Uses one cached stdlib encoder rather than a pydantic model per event (cheaper).  Raises ``ValueError`` if a probability is NaN/inf (the model produced garbage;
-    the daemon reports that as ``processing_error``).
+    Uses one cached stdlib encoder rather than a pydantic model per event (cheaper). Raises
+    ``ValueError`` if a probability is NaN/inf (the model produced garbage; the daemon reports that
+    as ``processing_error``).
     """
     if hasattr(y_pred, "item"):  # numpy scalar -> Python scalar
         y_pred = y_pred.item()
