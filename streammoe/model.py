@@ -15,8 +15,15 @@ import numpy as np
 from river import base
 
 from . import __version__
-from .features import (MAX_CATEGORIES, FeatureSpace, LabelSpace, check_features, normalise_label, plain_labels,
-                       plain_matrix)
+from .features import (
+    MAX_CATEGORIES,
+    FeatureSpace,
+    LabelSpace,
+    check_features,
+    normalise_label,
+    plain_labels,
+    plain_matrix,
+)
 from .pools import ArrayTreePool, ExpertPool, make_pool, pool_from_parts
 from .routers.mlp import MLPRouter, softmax
 from .state.codec import pack_arrays, pack_json, unpack_arrays, unpack_json

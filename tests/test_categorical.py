@@ -169,7 +169,8 @@ def test_categorical_engines_make_the_same_decisions(combine):
 def test_windowed_path_equals_per_event_path_with_categories():
     evs = fraud_stream(3000, seed=2, missing=True, late_country=True)
     evs = [(x, None if i % 17 == 0 else y) for i, (x, y) in enumerate(evs)]
-    batch, single = DriftMoE(engine="numba", seed=4, max_categories=4), DriftMoE(engine="numba", seed=4, max_categories=4)
+    batch = DriftMoE(engine="numba", seed=4, max_categories=4)
+    single = DriftMoE(engine="numba", seed=4, max_categories=4)
     got = []
     for start in range(0, len(evs), 700):
         chunk = evs[start:start + 700]

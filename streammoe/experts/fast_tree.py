@@ -1062,7 +1062,8 @@ def _check_nominal(d: dict, E: int, D: int, C: int, s_used: int) -> tuple[list[i
         if (np.asarray(d["left"]) == _MULTIWAY).any():
             raise ValueError("tree pool state has multiway branches but no nominal features")
         return [], 0, {"n_mw": np.zeros(E, dtype=np.int64), "mw_child": np.zeros((E, 0, 0), dtype=np.int64),
-                       "mw_order": np.zeros((E, 0, 0), dtype=np.int64), "mw_n": np.zeros((E, 0), dtype=np.int64),"nom_index": np.full((E, D), -1, dtype=np.int64), "cat_w": np.zeros((E, s_used, 0, 0, C)),
+                       "mw_order": np.zeros((E, 0, 0), dtype=np.int64), "mw_n": np.zeros((E, 0), dtype=np.int64),
+                       "nom_index": np.full((E, D), -1, dtype=np.int64), "cat_w": np.zeros((E, s_used, 0, 0, C)),
                        "cat_order": np.zeros((E, s_used, 0, 0), dtype=np.int64),
                        "cat_n": np.zeros((E, s_used, 0), dtype=np.int64), "nseen": np.full((E, s_used, C), -1),
                        "n_nseen": np.zeros((E, s_used), dtype=np.int64), "set_tab": np.zeros((E, 16), dtype=np.int64)}
@@ -1513,8 +1514,8 @@ class TreePool:
         _check_links({name: np.asarray(d[name]) for name in _SAVED_FIELDS}, D, C)
         nominal, V, nom = _check_nominal(d, E, D, C, s_used)
         N = _capacity_ladder(max(n_used + 2, 1), max(int(pool.hp[HP_MAX_NODES]), n_used))
-        stub = TreeArrays(**{name: np.asarray(d[name]) if name in _SAVED_FIELDS else nom.get(name, np.zeros((E, s_used, D, C)))
-                             for name in TreeArrays._fields})
+        stub = TreeArrays(**{name: np.asarray(d[name]) if name in _SAVED_FIELDS
+                             else nom.get(name, np.zeros((E, s_used, D, C))) for name in TreeArrays._fields})
         pool._alloc(E, D, C, N, stub, nominal, V)
         refresh_caches(pool.arrays)
         return pool

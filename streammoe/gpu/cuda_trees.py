@@ -92,9 +92,9 @@ def _jit_options() -> dict:
 
 def _trees_body(n_nodes, n_leaves, feature, threshold, left, right, depth, slot, last_attempt,
                   mc_correct, nb_correct, n_keys, n_seen, class_w, keys, seen, g_n, g_mean, g_m2,
-                  g_min, g_max, g_var, g_hlv, nom_index, cat_w, cat_order, cat_n, nseen, n_nseen, n_mw, mw_child, mw_order,
-                  mw_n, set_tab, hp, E, ptr, X, Y,
-                  rank, progress, expert_pred, p_true, Pk, P, buf, order, done):  # pragma: no cover - compiled for the device
+                  g_min, g_max, g_var, g_hlv, nom_index, cat_w, cat_order, cat_n, nseen, n_nseen, n_mw,
+                  mw_child, mw_order, mw_n, set_tab, hp, E, ptr, X, Y, rank, progress, expert_pred, p_true,
+                  Pk, P, buf, order, done):  # pragma: no cover - compiled for the device
     t = cuda.grid(1)
     if t < n_nodes.shape[0]:
         A = TreeArrays(n_nodes, n_leaves, feature, threshold, left, right, depth, slot, last_attempt,
