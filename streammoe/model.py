@@ -142,6 +142,16 @@ class DriftMoE(base.MiniBatchClassifier):
     ...     b.learn_one(x, y)
     >>> batched == looped
     True
+
+    String values are categories of nominal features (a bounded number per feature):
+
+    >>> model = DriftMoE(seed=0)
+    >>> model.learn_one({"amount": 3.0, "country": "FR"}, 1)
+    >>> model.learn_one({"amount": 9.5, "country": "DE"}, 0)
+    >>> model.categorical_features_
+    ['country']
+    >>> model.predict_one({"amount": 4.0, "country": "BR"}) in (0, 1)  # an unseen category
+    True
     """
 
     _multiclass = True
