@@ -1371,14 +1371,15 @@ class TreePool:
             raise ValueError(f"x must be a vector of {self.n_features} features, got shape {xv.shape}")
         if not np.isfinite(xv).all():
             raise ValueError("x contains NaN or infinite values")
-        self.check_codes(xv[None, :])
+        if self._nominal:
+            self.check_codes(xv[None, :])
         return xv
 
     def check_codes(self, X: np.ndarray) -> None:
         """Nominal columns of rows ``X`` must hold integer codes in ``[0, n_values)`` (the
         kernels index with them)."""
-        if self.n_nominal:
-            cols = X[:, self.nominal_features()]
+        if self._nominal:
+            cols = X[:, self._nominal]
             if not ((cols >= 0) & (cols < self.n_values) & (cols == np.floor(cols))).all():
                 raise ValueError(f"nominal features must hold integer codes in [0, {self.n_values})")
 
