@@ -108,22 +108,27 @@ def test_saved_and_loaded_model_continues_on_the_compiled_path(tmp_path):
     assert _digest(a, []) == _digest(b, [])
 
 
-@pytest.mark.parametrize("x, message", [
-    ({"a": float("nan"), "b": 1.0}, "features must be finite"),
-    ({"a": 1e31, "b": 1.0}, "beyond"),
-    ({"a": "x", "b": 1.0}, "non-numeric"),
-    ({"a": 2**1100, "b": 1.0}, "too large"),
+@pytest.mark.parametrize("x", [
+    {"a": float("nan"), "b": 1.0},
+    {"a": 1e31, "b": 1.0},
+    {"a": "x", "b": 1.0},           # text for a numeric feature
+    {"a": 2**1100, "b": 1.0},
+    {"a": None, "b": 1.0},
 ])
-def test_bad_values_are_refused_with_the_same_errors_and_change_nothing(x, message):
-    model = DriftMoE(engine="numba", hidden=16)
-    for i in range(40):
-        model.learn_one({"a": float(i % 5), "b": float(i % 3)}, i % 2)
-    before = _digest(model, [])
-    with pytest.raises(ValueError, match=message):
-        model.learn_one(x, 1)
-    with pytest.raises(ValueError, match=message):
-        model.predict_one(x)
-    assert _digest(model, []) == before
+def test_bad_values_are_refused_with_the_python_paths_errors_and_change_nothing(x):
+    models = [DriftMoE(engine="numba", hidden=16), DriftMoE(engine="numba", hidden=16)]
+    models[1]._compiled_path = lambda: None
+    errors = []
+    for model in models:
+        for i in range(40):
+            model.learn_one({"a": float(i % 5), "b": float(i % 3)}, i % 2)
+        before = _digest(model, [])
+        for call in (lambda: model.learn_one(x, 1), lambda: model.predict_one(x)):
+            with pytest.raises(ValueError) as exc:
+                call()
+            errors.append(str(exc.value))
+        assert _digest(model, []) == before
+    assert errors[:2] == errors[2:]
 
 
 def test_plain_row_steps_aside_for_anything_but_exactly_the_known_float_features():
@@ -202,3 +207,22 @@ def test_a_pickled_or_copied_model_continues_exactly():
         for m in (a, b, c):
             m.learn_one(x, y)
     assert _digest(a, []) == _digest(b, []) == _digest(c, [])
+
+
+def test_a_categorical_feature_mid_stream_hands_over_to_the_python_path_exactly():
+    """Numeric events run compiled; once a text feature is learned the router's input is encoded
+    (one-hot blocks) and the model continues on the Python path, with the same results."""
+    events = []
+    for i, (x, y) in enumerate(_events("sea_a", 500)):
+        x = dict(x)
+        if i >= 250:
+            x["shop"] = "FR" if y == 1 else ("DE" if i % 3 else "US")
+        events.append((x, y))
+    params = {"engine": "numba", "hidden": 16, "window": 32}
+    model = DriftMoE(**params)
+    for x, y in events[:250]:
+        model.learn_one(x, y)
+    assert model._compiled_path() is not None
+    model.learn_one(*events[250])
+    assert model._compiled_path() is None
+    assert _per_event(params, events, compiled=True) == _per_event(params, events, compiled=False)
