@@ -441,21 +441,30 @@ class Daemon:
                 if run is None:
                     break
                 side, recs = run
-                before = (owner.stats.predicted, owner.stats.learned)
                 if side == EVENTS:
-                    n = owner.handle_events(recs, self._sink)
+                    n = owner.handle_events(recs, self._sink, defer=True)
                 else:
-                    n = owner.handle_labels(recs, self._sink)
-                m = self.metrics
-                m.records.labels(side).inc(n)
-                m.predictions.inc(owner.stats.predicted - before[0])
-                m.learned.inc(owner.stats.learned - before[1])
-                if self.checkpoints.due([owner]):
+                    n = owner.handle_labels(recs, self._sink, defer=True)
+                self.metrics.records.labels(side).inc(n)
+                due = self.checkpoints.due([owner])
+                if due or owner.deferred >= max_batch:
+                    self._flush_owner(owner)
+                if due:
                     self.checkpoints.checkpoint([owner], reason="policy")
                     if p not in self.owners:
                         break  # fenced
                     if self.checkpoints.failing:
                         return  # Redis is unreachable: process nothing more until a retry succeeds
+            if p in self.owners:
+                self._flush_owner(owner)
+
+    def _flush_owner(self, owner: PartitionOwner) -> None:
+        """Run the model work the owner queued (one batch per polled batch, see
+        :meth:`PartitionOwner.flush`) and count what it predicted and learned."""
+        before = (owner.stats.predicted, owner.stats.learned)
+        owner.flush(self._sink)
+        self.metrics.predictions.inc(owner.stats.predicted - before[0])
+        self.metrics.learned.inc(owner.stats.learned - before[1])
 
     def _tps(self, p: int) -> tuple:
         from kafka import TopicPartition

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import heapq
 import json
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Iterator, Mapping, Optional
 
@@ -156,6 +157,17 @@ class PendingLabels:
             out.append((victim, f"the events waiting for a label reached limits.pending_max_bytes "
                                 f"({self.max_bytes} bytes); the one with the earliest deadline left"))
         return out
+
+    def set_prediction(self, event_id: str, seq: int, y_pred: Optional[Label]) -> None:
+        """Record the prediction of a waiting event (added before the model answered; see
+        ``PartitionOwner.flush``).  Nothing happens if that event no longer waits."""
+        pe = self._items.get(event_id)
+        if pe is None or pe.seq != seq:
+            return
+        pe = dataclasses.replace(pe, y_pred=y_pred)
+        self._items[event_id] = pe
+        if event_id in self._put:
+            self._put[event_id] = pe
 
     def pop(self, event_id: str) -> Optional[PendingEvent]:
         """Take the event a label refers to (``None`` if it is not pending)."""

@@ -33,11 +33,12 @@ route it to the dead-letter topic and keep going.  Decisions worth knowing:
 """
 from __future__ import annotations
 
-import json
+import math
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Optional, Union
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 __all__ = [
@@ -365,21 +366,26 @@ def encode_prediction(event_id: str, y_pred: Any, proba: dict[Any, float], exper
                       model_version: int | str, latency_ms: float) -> bytes:
     """JSON bytes of one prediction (the :class:`Prediction` format).
 
-    Uses one cached stdlib encoder rather than a pydantic model per event (cheaper).  Raises ``ValueError`` if a probability is NaN/inf (the model produced garbage;
-    the daemon reports that as ``processing_error``).
+    Encoded with orjson (several times faster than the stdlib encoder; floats are written in
+    their shortest round-trip form, so they read back identical).  Raises ``ValueError`` if a
+    probability or the latency is NaN/inf (the model produced garbage; the daemon reports that
+    as ``processing_error``) - orjson would write ``null`` instead of refusing.
     """
     if hasattr(y_pred, "item"):  # numpy scalar -> Python scalar
         y_pred = y_pred.item()
+    probs = {_label_key(k): float(v) for k, v in proba.items()}
+    latency = float(latency_ms)
+    if not all(map(_finite, probs.values())) or not _finite(latency):
+        raise ValueError(f"prediction of {event_id!r} is not finite: proba {probs}, latency_ms {latency}")
     body = {
         "id": event_id,
         "y_pred": y_pred,
-        "proba": {_label_key(k): float(v) for k, v in proba.items()},
+        "proba": probs,
         "expert": None if expert is None else int(expert),
         "model_version": model_version,
-        "latency_ms": float(latency_ms),
+        "latency_ms": latency,
     }
-    return _ENCODER.encode(body).encode()
+    return orjson.dumps(body)
 
 
-# One encoder, built once: json.dumps with non-default options would build one per call.
-_ENCODER = json.JSONEncoder(allow_nan=False, separators=(",", ":"))
+_finite = math.isfinite
