@@ -167,6 +167,35 @@ class _ListenerMethods:
         self._d._on_revoked(lost, lost=True)
 
 
+class _GcTuning:
+    """Fewer, cheaper garbage collections while serving.
+
+    Why: the daemon allocates several short-lived objects per record (Kafka records, decoded
+    events, prediction dicts) while it holds many long-lived ones (models, pending events,
+    imported modules).  With CPython's default thresholds the cyclic collector then runs a full
+    collection every few thousand records and walks everything alive: measured, it took about
+    40% of the loop's time on a 4-partition backlog.  Freezing what exists after start-up moves
+    it out of the collector's reach (``gc.freeze``), and a larger first-generation threshold
+    makes collections rarer; reference counting still frees almost everything at once.
+    Undone at shutdown (the daemon may run inside a larger program, e.g. tests)."""
+
+    THRESHOLD0 = 50_000
+
+    def apply(self) -> "_GcTuning":
+        import gc
+
+        self._old = gc.get_threshold()
+        gc.freeze()
+        gc.set_threshold(max(self._old[0], self.THRESHOLD0), *self._old[1:])
+        return self
+
+    def restore(self) -> None:
+        import gc
+
+        gc.set_threshold(*self._old)
+        gc.unfreeze()
+
+
 class Daemon:
     """One ``serve`` process (or thread): see the module docstring.
 
@@ -215,6 +244,7 @@ class Daemon:
         self.checkpoints.store = store
         self.error: Optional[BaseException] = None
         self._blas_limit: Any = None
+        self._gc: Optional[_GcTuning] = None
         self._pred_partitions = 1
 
     # --- lifecycle -------------------------------------------------------------------------
@@ -245,6 +275,7 @@ class Daemon:
             if s.http.enabled:
                 self.http = HttpServer(s.http.host, s.http.port, self.metrics, self.health).start()
             self._limit_blas_threads()
+            self._gc = _GcTuning().apply()
         except BaseException:
             self._close_clients()
             raise
@@ -347,6 +378,9 @@ class Daemon:
                     self._forget(p)
         finally:
             self._close_clients()
+            if self._gc is not None:
+                self._gc.restore()
+                self._gc = None
             if self._blas_limit is not None:
                 self._blas_limit.restore_original_limits()
                 self._blas_limit = None

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import heapq
 import json
-import dataclasses
 from dataclasses import dataclass
 from typing import Any, Iterator, Mapping, Optional
 
@@ -164,7 +163,7 @@ class PendingLabels:
         pe = self._items.get(event_id)
         if pe is None or pe.seq != seq:
             return
-        pe = dataclasses.replace(pe, y_pred=y_pred)
+        pe = PendingEvent(pe.id, pe.x, pe.key, pe.ts, y_pred, pe.offset, pe.seq, pe.deadline)
         self._items[event_id] = pe
         if event_id in self._put:
             self._put[event_id] = pe
