@@ -245,6 +245,7 @@ class Daemon:
         self.error: Optional[BaseException] = None
         self._blas_limit: Any = None
         self._gc: Optional[_GcTuning] = None
+        self._warmup: Optional[threading.Thread] = None
         self._pred_partitions = 1
 
     # --- lifecycle -------------------------------------------------------------------------
@@ -263,8 +264,9 @@ class Daemon:
                 store = make_store(s, ping=False)
                 self.checkpoints.retrying("connect", store.ping)
                 self.store = self.checkpoints.store = store
+            # the sender child starts (interpreter, imports) while we build the consumer
             self._producer = make_sender(s.kafka.producer_kwargs(**self._producer_overrides),
-                                         in_child=s.serve.producer_process)
+                                         in_child=s.serve.producer_process, wait=False)
             kw = s.kafka.consumer_kwargs(**{"partition_assignment_strategy": (RangePartitionAssignor,),
                                             "fetch_max_wait_ms": s.serve.fetch_max_wait_ms,
                                             "check_crcs": s.serve.check_crcs,
@@ -275,6 +277,9 @@ class Daemon:
             if s.http.enabled:
                 self.http = HttpServer(s.http.host, s.http.port, self.metrics, self.health).start()
             self._limit_blas_threads()
+            self._producer.wait_ready()
+            self._warmup = threading.Thread(target=self._warm_model, name="streammoe-warmup", daemon=True)
+            self._warmup.start()
             self._gc = _GcTuning().apply()
         except BaseException:
             self._close_clients()
@@ -284,6 +289,23 @@ class Daemon:
         log_event(log, logging.INFO, "serving", topics=topics, group=s.kafka.group_id,
                   http=self.http.url if self.http else None, model=s.model.name)
         return self
+
+    def _warm_model(self) -> None:
+        """Run a throw-away model over a few synthetic events while the group join is pending.
+
+        Why: the first ``predict_learn_many`` of a process loads the compiled kernels from
+        numba's cache (about a second); the broker holds the first JoinGroup for a while
+        anyway (Tansu: half the session timeout; Kafka: ``group.initial.rebalance.delay.ms``),
+        so loading them then takes that second off the time to the first prediction.  The
+        model is discarded and seeds its own RNG, so nothing here changes any result; the
+        assignment waits for it (:meth:`_assign`), so it never runs beside a real model."""
+        try:
+            model = self.cfg.new_model()
+            xs = [{"f0": float(i % 7) / 7.0, "f1": float(i % 3)} for i in range(64)]
+            model.predict_learn_many(xs, [i % 2 for i in range(64)])
+            model.learn_batch(xs[:8], [i % 2 for i in range(8)])
+        except Exception:  # only a warm-up: whatever fails here, the real path reports
+            log.debug("model warm-up failed", exc_info=True)
 
     def _limit_blas_threads(self) -> None:
         n = self.settings.serve.blas_threads
@@ -579,6 +601,8 @@ class Daemon:
             raise
 
     def _assign(self, assigned: set) -> None:
+        if self._warmup is not None:
+            self._warmup.join()
         k = self.settings.kafka
         inputs = sorted(tp.partition for tp in assigned if tp.topic == k.input_topic)
         label_parts = {tp.partition for tp in assigned if tp.topic == k.labels_topic}

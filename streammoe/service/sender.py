@@ -83,7 +83,7 @@ def _child(conn: Any, producer_kwargs: dict) -> None:
 class ProcessSender:
     """A Kafka producer in a child process, fed in batches."""
 
-    def __init__(self, producer_kwargs: dict, batch: int = _BATCH, start_timeout: float = 60.0):
+    def __init__(self, producer_kwargs: dict, batch: int = _BATCH, start_timeout: float = 60.0, wait: bool = True):
         ours, theirs = socket.socketpair()
         env = dict(os.environ)
         root = str(Path(__file__).resolve().parents[2])  # the streammoe package's parent folder
@@ -97,10 +97,22 @@ class ProcessSender:
         self._batch = int(batch)
         self._buf: list[tuple] = []
         self._conn.send(("start", producer_kwargs))
-        kind, body = self._recv(start_timeout, "start")
+        self._start_timeout = start_timeout
+        self._ready = False
+        if wait:
+            self.wait_ready()
+
+    def wait_ready(self) -> None:
+        """Block until the child's producer exists (raises :class:`SenderError` if it could not
+        be created).  The daemon calls it after its own start-up steps, so the child's
+        interpreter start and imports overlap them."""
+        if self._ready:
+            return
+        kind, body = self._recv(self._start_timeout, "start")
         if kind != "ready":
             self._proc.wait(5)
             raise SenderError(f"the Kafka producer could not be created: {body}")
+        self._ready = True
 
     def send(self, topic: str, value: bytes, key: Optional[bytes] = None, partition: Optional[int] = None,
              headers: Optional[list] = None) -> None:
@@ -116,6 +128,7 @@ class ProcessSender:
 
     def _ship(self) -> None:
         if self._buf:
+            self.wait_ready()
             buf, self._buf = self._buf, []
             try:
                 self._conn.send(("records", buf))
@@ -146,6 +159,7 @@ class ProcessSender:
     def flush(self, timeout: float = 300.0) -> tuple[int, Optional[str]]:
         """Wait until everything sent so far is acknowledged; returns ``(failed records,
         first error)`` since the previous flush."""
+        self.wait_ready()
         self._ship()
         try:
             self._conn.send(("flush", None))
@@ -162,6 +176,7 @@ class ProcessSender:
             return
         try:
             if self._proc.poll() is None:
+                self.wait_ready()
                 self._ship()
                 self._conn.send(("close", timeout))
                 self._recv(timeout + 5, "close")
@@ -200,6 +215,9 @@ class InProcessSender:
     def ship(self) -> None:
         """Nothing to do: ``send`` already handed the record to the producer."""
 
+    def wait_ready(self) -> None:
+        """Nothing to wait for: the producer was created in the constructor."""
+
     def flush(self, timeout: float = 300.0) -> tuple[int, Optional[str]]:
         self._producer.flush(timeout)
         out = (self._errors, self._first)
@@ -210,9 +228,10 @@ class InProcessSender:
         self._producer.close(timeout=timeout)
 
 
-def make_sender(producer_kwargs: dict, in_child: bool) -> Any:
-    """A :class:`ProcessSender` (``in_child``) or an :class:`InProcessSender`."""
-    return ProcessSender(producer_kwargs) if in_child else InProcessSender(producer_kwargs)
+def make_sender(producer_kwargs: dict, in_child: bool, wait: bool = True) -> Any:
+    """A :class:`ProcessSender` (``in_child``; with ``wait=False`` call ``wait_ready()`` before
+    relying on it) or an :class:`InProcessSender`."""
+    return ProcessSender(producer_kwargs, wait=wait) if in_child else InProcessSender(producer_kwargs)
 
 
 def _main(argv: list[str]) -> None:
