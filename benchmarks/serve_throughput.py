@@ -217,11 +217,20 @@ def main() -> None:
 
 # --- the production shape: 4 partitions, delayed labels, a backlog, one then two processes -----
 
-def cli_generate(bootstrap: str, topic: str, labels_topic: str, n: int, partitions: int, delay: int) -> dict:
+try:  # the optional faster producer client: measured too when it is installed
+    import confluent_kafka  # noqa: F401
+
+    FAST = {"STREAMMOE_KAFKA__PRODUCER_CLIENT": "confluent-kafka"}
+except ImportError:
+    FAST = {}
+
+def cli_generate(bootstrap: str, topic: str, labels_topic: str, n: int, partitions: int, delay: int,
+                 **extra_env: str) -> dict:
     """``streammoe generate`` as an operator runs it; records/s from its own report (the send
     loop) and from the wall clock of the whole command (interpreter start-up included)."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
+    env.update(extra_env)
     t0 = time.perf_counter()
     out = subprocess.run([sys.executable, "-m", "streammoe", "generate", "sea_a", "--n", str(n), "--seed", "1",
                           "--bootstrap-servers", bootstrap, "--topic", topic, "--labels", "delayed",
@@ -322,10 +331,15 @@ def shape(args) -> None:
           flush=True)
     r: dict = {}
     with TansuBroker(workdir=work) as broker, RedisServer(workdir=work, appendonly=True) as redis:
-        create_topics(broker.bootstrap, {"in": parts, "lab": parts, "pred": parts, "dlq": 1, "sink": 1})
+        create_topics(broker.bootstrap, {"in": parts, "lab": parts, "pred": parts, "dlq": 1, "sink": 1,
+                                         "in-c": parts, "lab-c": parts, "pred-c": parts})
         r["generate"] = cli_generate(broker.bootstrap, "in", "lab", n, parts, args.delay)
         print(f"streammoe generate: {r['generate']['rate']:,.0f} records/s (send loop), "
               f"{r['generate']['rate_wall']:,.0f} records/s (whole command)", flush=True)
+        if FAST:
+            r["generate_fast"] = cli_generate(broker.bootstrap, "in-c", "lab-c", n, parts, args.delay, **FAST)
+            print(f"streammoe generate, confluent-kafka: {r['generate_fast']['rate']:,.0f} records/s (send loop), "
+                  f"{r['generate_fast']['rate_wall']:,.0f} records/s (whole command)", flush=True)
         r["consume"] = consume_ceiling(broker.bootstrap, ["in", "lab"], parts, 2 * n)
         print(f"kafka-python consume + decode: {r['consume']:,.0f} records/s", flush=True)
         r["produce"] = produce_ceiling(broker.bootstrap, "sink", n)
@@ -333,15 +347,17 @@ def shape(args) -> None:
         r["engine"] = model_rate(events, params, min(2000, n // 10))
         print(f"embedded engine, DriftMoE().predict_learn_many: {r['engine']:,.0f} events/s", flush=True)
         topics = {"input_topic": "in", "labels_topic": "lab", "predictions_topic": "pred", "deadletter_topic": "dlq"}
-        for label, count in (("one", 1), ("two", 2)):
-            procs = [ServeProcess(f"bench-{label}", broker.bootstrap, redis.url, topics, params,
-                                  args.checkpoint_events, work, tag=f"-{i}") for i in range(count)]
+        runs = [("one", 1, {}), ("two", 2, {})] + ([("one_fast", 1, FAST), ("two_fast", 2, FAST)] if FAST else [])
+        for label, count, env in runs:
+            procs = [ServeProcess(f"bench-{label}", broker.bootstrap, redis.url,
+                                  dict(topics, predictions_topic="pred-c") if env else topics, params,
+                                  args.checkpoint_events, work, tag=f"-{i}", **env) for i in range(count)]
             try:
                 r[label] = drain_all(procs, n)
             finally:
                 r[label]["exit"] = [p.stop() for p in procs]
             d = r[label]
-            print(f"serve x{count}: {d['rate']:,.0f} events/s ({d['predicted']:,.0f} predicted, {d['learned']:,.0f} "
+            print(f"serve x{count}{' (confluent-kafka producer)' if env else ''}: {d['rate']:,.0f} events/s ({d['predicted']:,.0f} predicted, {d['learned']:,.0f} "
                   f"learned, {d['dead']:,.0f} dead letters, {d['seconds']:.1f} s), first prediction "
                   f"{d['first_prediction_s']:.2f} s after launch", flush=True)
         r["startup"] = startup("bench-start", broker.bootstrap, redis.url, topics, params, args.checkpoint_events,
@@ -369,6 +385,16 @@ def render_shape(args, engine: str, r: dict) -> str:
     (b1, b5, b15), (a1, a5, a15) = r["load"]
     st, ss = r["startup"], r["startup_short"]
     g = r["generate"]
+    fast_rows = ""
+    if "one_fast" in r:
+        o, t, gf = r["one_fast"], r["two_fast"], r["generate_fast"]
+        fast_rows = (
+            f"| one `serve` process, `kafka.producer_client = \"confluent-kafka\"` (optional) | {o['rate']:,.0f} events/s | "
+            f"{o['rate'] / eng:.2f} of the engine | >= 0.50 |\n"
+            f"| two `serve` processes, confluent-kafka producer | {t['rate']:,.0f} events/s | "
+            f"{t['rate'] / o['rate']:.2f} x one process | >= 1.5 |\n"
+            f"| `streammoe generate`, confluent-kafka producer, send loop | {gf['rate']:,.0f} records/s | whole command "
+            f"{gf['rate_wall']:,.0f} records/s ({gf['wall_s']:.1f} s) | >= 30,000 |\n")
     return f"""# `streammoe serve` at production shape: throughput, scaling, start-up
 
 Command: `python benchmarks/serve_throughput.py --n {args.n}` ({time.strftime('%Y-%m-%d %H:%M')}).
@@ -388,7 +414,7 @@ measured in this one run.
 | warm start-up, launch to first prediction (`kafka.session_timeout_ms` 6,000) | {st.get('first_prediction', float('nan')):.2f} s | partitions owned at {st.get('partitions_owned', float('nan')):.2f} s, HTTP up at {st.get('http_up', float('nan')):.2f} s | <= 2 s |
 | warm start-up, `kafka.session_timeout_ms` 2,000 | {ss.get('first_prediction', float('nan')):.2f} s | partitions owned at {ss.get('partitions_owned', float('nan')):.2f} s, HTTP up at {ss.get('http_up', float('nan')):.2f} s | <= 2 s |
 | `streammoe generate` ({g['records']:,} records: events + labels), send loop | {g['rate']:,.0f} records/s | whole command {g['rate_wall']:,.0f} records/s ({g['wall_s']:.1f} s) | >= 30,000 |
-| kafka-python consume + decode of both topics, no model (ceiling) | {r['consume']:,.0f} records/s | {r['consume'] / 2 / eng:.2f} of the engine (2 records per event) | |
+{fast_rows}| kafka-python consume + decode of both topics, no model (ceiling) | {r['consume']:,.0f} records/s | {r['consume'] / 2 / eng:.2f} of the engine (2 records per event) | |
 | kafka-python produce of prediction-sized records (ceiling) | {r['produce']:,.0f} records/s | {r['produce'] / eng:.2f} of the engine | |
 
 Correctness in the same runs: one process predicted {one['predicted']:,.0f} and learned {one['learned']:,.0f} of

@@ -266,7 +266,8 @@ class Daemon:
                 self.store = self.checkpoints.store = store
             # the sender child starts (interpreter, imports) while we build the consumer
             self._producer = make_sender(s.kafka.producer_kwargs(**self._producer_overrides),
-                                         in_child=s.serve.producer_process, wait=False)
+                                         in_child=s.serve.producer_process, wait=False,
+                                         client=s.kafka.producer_client)
             kw = s.kafka.consumer_kwargs(**{"partition_assignment_strategy": (RangePartitionAssignor,),
                                             "fetch_max_wait_ms": s.serve.fetch_max_wait_ms,
                                             "check_crcs": s.serve.check_crcs,
