@@ -9,12 +9,12 @@ import time
 
 import pytest
 
-from services import unique_name, wait_until
+from services import unique_name
 from streammoe.service.daemon import Daemon
 from streammoe.service.deadletter import parse_dead_letter_headers
 from streammoe.service.pending import pending_size
 from streammoe.testing import produce_values, read_topic
-from test_daemon import make_topics, processed, settings, stopped
+from test_daemon import drained, make_topics, settings, stopped
 
 N = 12       # events waiting for a label
 ROOM = 5     # how many fit in the pending buffer
@@ -48,7 +48,7 @@ def test_limits_dead_letter_with_reasons_and_bound_the_pending_buffer(kafka_brok
     evicted = N - ROOM
     n_dead = 2 + 2 * evicted  # 2 refused inputs, each evicted event and then its label
     dlq = read_topic(kafka_broker, topics["deadletter_topic"], n_dead, timeout=60)
-    assert wait_until(lambda: processed(d) == (len(inputs), N), 30)
+    assert drained((len(inputs), N), d)
     snap = d.snapshot()[0]
     counted = {r: d.metrics.dead_letters.labels(r)._value.get()
                for r in ("oversized", "too_many_features", "pending_evicted", "unknown_event_id")}
