@@ -1,20 +1,22 @@
-"""End-to-end throughput and latency of ``streammoe serve`` on this machine.
+"""End-to-end throughput, scaling and start-up of ``streammoe serve`` on this machine.
 
-One ``serve`` process (a subprocess, as deployed), one partition, a 12-expert DriftMoE with
-the fastest engine available (``auto`` when this checkout has the numba engine, else
-``river``), inline labels, checkpoint every 10,000 events, Redis with AOF on, Tansu as the
-broker.  Four measurements, each alone on the machine:
+Default: the production shape (issue 11).  ``streammoe generate`` writes ``--n`` SEA events to 4
+input partitions with labels ``--delay`` events late on 4 labels partitions; then, all in one
+run, each figure a ratio to a baseline measured in the same run:
 
-1. **ceiling**: kafka-python consume + ``decode_event`` of the same backlog, no model;
-2. **model**: ``DriftMoE.predict_learn_many`` on the same events in batches, no Kafka;
-3. **throughput**: the daemon draining a backlog of ``--n`` events, sampled from its
-   ``/metrics`` every 50 ms; "sustained" excludes the first ``--warmup`` events (compilation);
-4. **latency**: a fresh daemon fed at a fixed rate (``--latency-rate``, default 25% and 50% of
-   the measured throughput) for ``--latency-seconds``; latency is the daemon's ``latency_ms``
-   field (event ``ts`` to prediction produced) read back from the predictions topic.  The
-   generator runs on the same cores as the daemon, the broker and Redis.
+1. ``generate`` records/s (the CLI as an operator runs it; with confluent-kafka too when installed);
+2. ceilings: kafka-python consume + decode of both topics, and produce of prediction-sized records;
+3. the embedded engine, ``DriftMoE().predict_learn_many`` on the same events (the baseline);
+4. one ``serve`` process draining the backlog (first prediction to last label learned), then two in
+   one consumer group (and both again with ``kafka.producer_client = "confluent-kafka"`` when
+   installed; and one process of another checkout with ``--baseline-repo``);
+5. warm start-up: launch to HTTP up, to partitions owned, to the first prediction (session timeout
+   6 s, then 2 s: the broker holds a new member's join for half of it).
 
-Run: ``python benchmarks/serve_throughput.py [--n 100000] [--out benchmarks/results/serve_throughput.md]``
+``--classic``: the earlier one-partition, inline-label runs (gzip variants and latency at fixed
+rates), results in ``serve_throughput_classic.md``.
+
+Run: ``python benchmarks/serve_throughput.py [--n 60000] [--out benchmarks/results/serve_throughput.md]``
 """
 from __future__ import annotations
 
@@ -130,12 +132,12 @@ class ServeProcess:
     """``python -m streammoe serve`` configured through STREAMMOE_* variables."""
 
     def __init__(self, name: str, bootstrap: str, redis_url: str, topics: dict, params: dict, every: int,
-                 workdir: Path, tag: str = "", **extra_env: str):
+                 workdir: Path, tag: str = "", repo: Path = REPO, **extra_env: str):
         self.port = free_port()
         self.launched = time.perf_counter()
         env = dict(os.environ)
         env.update({
-            "PYTHONPATH": os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]),
+            "PYTHONPATH": os.pathsep.join([str(repo), env.get("PYTHONPATH", "")]),
             "STREAMMOE_KAFKA__BOOTSTRAP_SERVERS": bootstrap, "STREAMMOE_KAFKA__GROUP_ID": name,
             "STREAMMOE_KAFKA__SESSION_TIMEOUT_MS": "6000", "STREAMMOE_KAFKA__HEARTBEAT_INTERVAL_MS": "1000",
             **{f"STREAMMOE_KAFKA__{k.upper()}": v for k, v in topics.items()},
@@ -146,7 +148,7 @@ class ServeProcess:
         })
         env.update(extra_env)
         self.log = open(workdir / f"serve-{name}{tag}.log", "wb")
-        self.proc = subprocess.Popen([sys.executable, "-m", "streammoe", "serve"], env=env, cwd=REPO,
+        self.proc = subprocess.Popen([sys.executable, "-m", "streammoe", "serve"], env=env, cwd=repo,
                                      stdout=self.log, stderr=subprocess.STDOUT)
 
     def counter(self, name: str) -> float:
@@ -209,6 +211,8 @@ def main() -> None:
                     help="latency runs at these fractions of the default run's sustained throughput")
     ap.add_argument("--latency-seconds", type=float, default=20.0)
     ap.add_argument("--out", type=Path, default=None, help="write a markdown report here")
+    ap.add_argument("--baseline-repo", type=Path, default=None,
+                    help="another checkout (e.g. a worktree of main) whose `serve` is also measured, one process")
     args = ap.parse_args()
     if args.n is None:
         args.n = 100_000 if args.classic else 60_000
@@ -348,10 +352,13 @@ def shape(args) -> None:
         print(f"embedded engine, DriftMoE().predict_learn_many: {r['engine']:,.0f} events/s", flush=True)
         topics = {"input_topic": "in", "labels_topic": "lab", "predictions_topic": "pred", "deadletter_topic": "dlq"}
         runs = [("one", 1, {}), ("two", 2, {})] + ([("one_fast", 1, FAST), ("two_fast", 2, FAST)] if FAST else [])
+        if args.baseline_repo:
+            runs.insert(0, ("one_base", 1, {}))
         for label, count, env in runs:
+            repo = args.baseline_repo if label == "one_base" else REPO
             procs = [ServeProcess(f"bench-{label}", broker.bootstrap, redis.url,
                                   dict(topics, predictions_topic="pred-c") if env else topics, params,
-                                  args.checkpoint_events, work, tag=f"-{i}", **env) for i in range(count)]
+                                  args.checkpoint_events, work, tag=f"-{i}", repo=repo, **env) for i in range(count)]
             try:
                 r[label] = drain_all(procs, n)
             finally:
@@ -386,9 +393,13 @@ def render_shape(args, engine: str, r: dict) -> str:
     st, ss = r["startup"], r["startup_short"]
     g = r["generate"]
     fast_rows = ""
+    if "one_base" in r:
+        b = r["one_base"]
+        fast_rows += (f"| one `serve` process of the baseline checkout (`--baseline-repo`) | {b['rate']:,.0f} events/s | "
+                      f"{b['rate'] / eng:.2f} of the engine; this branch {one['rate'] / b['rate']:.2f} x it | |\n")
     if "one_fast" in r:
         o, t, gf = r["one_fast"], r["two_fast"], r["generate_fast"]
-        fast_rows = (
+        fast_rows += (
             f"| one `serve` process, `kafka.producer_client = \"confluent-kafka\"` (optional) | {o['rate']:,.0f} events/s | "
             f"{o['rate'] / eng:.2f} of the engine | >= 0.50 |\n"
             f"| two `serve` processes, confluent-kafka producer | {t['rate']:,.0f} events/s | "
