@@ -29,7 +29,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -456,7 +455,8 @@ def classic(args) -> None:
 
         runs = {}
         variants = (("default", {}), ("gzip", {"STREAMMOE_KAFKA__COMPRESSION_TYPE": "gzip"}),
-                    ("gzip-nocrc", {"STREAMMOE_KAFKA__COMPRESSION_TYPE": "gzip", "STREAMMOE_SERVE__CHECK_CRCS": "false"}))
+                    ("gzip-nocrc", {"STREAMMOE_KAFKA__COMPRESSION_TYPE": "gzip",
+                                    "STREAMMOE_SERVE__CHECK_CRCS": "false"}))
         for label, extra in variants:
             topics = {"input_topic": "in", "labels_topic": "lab", "predictions_topic": f"pred-{label}",
                       "deadletter_topic": "dlq"}
