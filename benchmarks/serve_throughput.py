@@ -363,7 +363,8 @@ def shape(args) -> None:
             finally:
                 r[label]["exit"] = [p.stop() for p in procs]
             d = r[label]
-            print(f"serve x{count}{' (confluent-kafka producer)' if env else ''}: {d['rate']:,.0f} events/s ({d['predicted']:,.0f} predicted, {d['learned']:,.0f} "
+            print(f"serve x{count}{' (confluent-kafka producer)' if env else ''}: {d['rate']:,.0f} events/s "
+                  f"({d['predicted']:,.0f} predicted, {d['learned']:,.0f} "
                   f"learned, {d['dead']:,.0f} dead letters, {d['seconds']:.1f} s), first prediction "
                   f"{d['first_prediction_s']:.2f} s after launch", flush=True)
         r["startup"] = startup("bench-start", broker.bootstrap, redis.url, topics, params, args.checkpoint_events,
@@ -390,42 +391,66 @@ def render_shape(args, engine: str, r: dict) -> str:
         cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), cpu)
     (b1, b5, b15), (a1, a5, a15) = r["load"]
     st, ss = r["startup"], r["startup_short"]
-    g = r["generate"]
-    fast_rows = ""
+    g, nan = r["generate"], float("nan")
+
+    def row(*cells: str) -> str:
+        return "| " + " | ".join(cells) + " |"
+
+    def boot(m: dict) -> str:
+        return (f"partitions owned at {m.get('partitions_owned', nan):.2f} s, "
+                f"HTTP up at {m.get('http_up', nan):.2f} s")
+
+    rows = [
+        row("embedded engine, `DriftMoE().predict_learn_many` on the same events (batches of 2,000, 1 BLAS thread)",
+            f"{eng:,.0f} events/s", "1.00", "baseline"),
+        row("one `serve` process draining the backlog (first prediction to last label learned)",
+            f"{one['rate']:,.0f} events/s", f"{one['rate'] / eng:.2f} of the engine", ">= 0.50"),
+        row("two `serve` processes in one consumer group", f"{two['rate']:,.0f} events/s",
+            f"{two['rate'] / one['rate']:.2f} x one process", ">= 1.5"),
+        row("warm start-up, launch to first prediction (`kafka.session_timeout_ms` 6,000)",
+            f"{st.get('first_prediction', nan):.2f} s", boot(st), "<= 2 s"),
+        row("warm start-up, `kafka.session_timeout_ms` 2,000", f"{ss.get('first_prediction', nan):.2f} s",
+            boot(ss), "<= 2 s"),
+        row(f"`streammoe generate` ({g['records']:,} records: events + labels), send loop",
+            f"{g['rate']:,.0f} records/s", f"whole command {g['rate_wall']:,.0f} records/s ({g['wall_s']:.1f} s)",
+            ">= 30,000"),
+    ]
     if "one_base" in r:
         b = r["one_base"]
-        fast_rows += (f"| one `serve` process of the baseline checkout (`--baseline-repo`) | {b['rate']:,.0f} events/s | "
-                      f"{b['rate'] / eng:.2f} of the engine; this branch {one['rate'] / b['rate']:.2f} x it | |\n")
+        rows.append(row("one `serve` process of the baseline checkout (`--baseline-repo`)",
+                        f"{b['rate']:,.0f} events/s",
+                        f"{b['rate'] / eng:.2f} of the engine; this branch {one['rate'] / b['rate']:.2f} x it", ""))
     if "one_fast" in r:
         o, t, gf = r["one_fast"], r["two_fast"], r["generate_fast"]
-        fast_rows += (
-            f"| one `serve` process, `kafka.producer_client = \"confluent-kafka\"` (optional) | {o['rate']:,.0f} events/s | "
-            f"{o['rate'] / eng:.2f} of the engine | >= 0.50 |\n"
-            f"| two `serve` processes, confluent-kafka producer | {t['rate']:,.0f} events/s | "
-            f"{t['rate'] / o['rate']:.2f} x one process | >= 1.5 |\n"
-            f"| `streammoe generate`, confluent-kafka producer, send loop | {gf['rate']:,.0f} records/s | whole command "
-            f"{gf['rate_wall']:,.0f} records/s ({gf['wall_s']:.1f} s) | >= 30,000 |\n")
+        rows += [
+            row('one `serve` process, `kafka.producer_client = "confluent-kafka"` (optional)',
+                f"{o['rate']:,.0f} events/s", f"{o['rate'] / eng:.2f} of the engine", ">= 0.50"),
+            row("two `serve` processes, confluent-kafka producer", f"{t['rate']:,.0f} events/s",
+                f"{t['rate'] / o['rate']:.2f} x one process", ">= 1.5"),
+            row("`streammoe generate`, confluent-kafka producer, send loop", f"{gf['rate']:,.0f} records/s",
+                f"whole command {gf['rate_wall']:,.0f} records/s ({gf['wall_s']:.1f} s)", ">= 30,000"),
+        ]
+    rows += [
+        row("kafka-python consume + decode of both topics, no model (ceiling)", f"{r['consume']:,.0f} records/s",
+            f"{r['consume'] / 2 / eng:.2f} of the engine (2 records per event)", ""),
+        row("kafka-python produce of prediction-sized records (ceiling)", f"{r['produce']:,.0f} records/s",
+            f"{r['produce'] / eng:.2f} of the engine", ""),
+    ]
+    table = "\n".join(rows)
     return f"""# `streammoe serve` at production shape: throughput, scaling, start-up
 
 Command: `python benchmarks/serve_throughput.py --n {args.n}` ({time.strftime('%Y-%m-%d %H:%M')}).
 Machine: {os.cpu_count()} CPU cores ({cpu}), shared; load average {b1:.1f} / {b5:.1f} / {b15:.1f} (1/5/15 min)
 before the run, {a1:.1f} / {a5:.1f} / {a15:.1f} after.  kafka-python {kafka.__version__}, Tansu broker
 (in-memory), redis-server with AOF.  Stream: SEA (`sea_a`, seed 1), {args.n:,} events written by
-`streammoe generate --labels delayed --delay {args.delay} --partitions {args.partitions}`: {args.partitions} input and
-{args.partitions} labels partitions, every label {args.delay} events after its event.  Model: DriftMoE, {args.experts}
-experts, engine `{engine}`, checkpoint every {args.checkpoint_events:,} records.  Every figure below was
-measured in this one run.
+`streammoe generate --labels delayed --delay {args.delay} --partitions {args.partitions}`: {args.partitions} input
+and {args.partitions} labels partitions, every label {args.delay} events after its event.  Model: DriftMoE,
+{args.experts} experts, engine `{engine}`, checkpoint every {args.checkpoint_events:,} records.  Every figure below
+was measured in this one run.
 
 | measurement | figure | ratio | target |
 |---|---:|---:|---|
-| embedded engine, `DriftMoE().predict_learn_many` on the same events (batches of 2,000, 1 BLAS thread) | {eng:,.0f} events/s | 1.00 | baseline |
-| one `serve` process draining the backlog (first prediction to last label learned) | {one['rate']:,.0f} events/s | {one['rate'] / eng:.2f} of the engine | >= 0.50 |
-| two `serve` processes in one consumer group | {two['rate']:,.0f} events/s | {two['rate'] / one['rate']:.2f} x one process | >= 1.5 |
-| warm start-up, launch to first prediction (`kafka.session_timeout_ms` 6,000) | {st.get('first_prediction', float('nan')):.2f} s | partitions owned at {st.get('partitions_owned', float('nan')):.2f} s, HTTP up at {st.get('http_up', float('nan')):.2f} s | <= 2 s |
-| warm start-up, `kafka.session_timeout_ms` 2,000 | {ss.get('first_prediction', float('nan')):.2f} s | partitions owned at {ss.get('partitions_owned', float('nan')):.2f} s, HTTP up at {ss.get('http_up', float('nan')):.2f} s | <= 2 s |
-| `streammoe generate` ({g['records']:,} records: events + labels), send loop | {g['rate']:,.0f} records/s | whole command {g['rate_wall']:,.0f} records/s ({g['wall_s']:.1f} s) | >= 30,000 |
-{fast_rows}| kafka-python consume + decode of both topics, no model (ceiling) | {r['consume']:,.0f} records/s | {r['consume'] / 2 / eng:.2f} of the engine (2 records per event) | |
-| kafka-python produce of prediction-sized records (ceiling) | {r['produce']:,.0f} records/s | {r['produce'] / eng:.2f} of the engine | |
+{table}
 
 Correctness in the same runs: one process predicted {one['predicted']:,.0f} and learned {one['learned']:,.0f} of
 {args.n:,} ({one['dead']:,.0f} dead letters); two processes predicted {two['predicted']:,.0f} and learned

@@ -123,8 +123,8 @@ def test_the_confluent_producer_writes_the_same_records_as_kafka_python(kafka_br
         topic, labels = topic_factory(3, "genc"), topic_factory(3, "genclab")
         generate(stream(40), p, topic, partitions=3, labels="delayed", labels_topic=labels, delay=4, keys=5,
                  ts_start=100.0, ts_step=0.5)
-        got[name] = [sorted((r.partition, r.offset, r.key, r.value, r.timestamp) for r in read_topic(kafka_broker, t, 40))
-                     for t in (topic, labels)]
+        got[name] = [sorted((r.partition, r.offset, r.key, r.value, r.timestamp)
+                            for r in read_topic(kafka_broker, t, 40)) for t in (topic, labels)]
     fast.close()
     assert fast.take_errors() == (0, None)
     assert got["kafka-python"] == got["confluent-kafka"] and len(got["kafka-python"][0]) == 40
@@ -133,8 +133,8 @@ def test_the_confluent_producer_writes_the_same_records_as_kafka_python(kafka_br
 def test_producer_options_translate_to_librdkafka_or_are_refused():
     from streammoe.service.producers import confluent_config, make_producer
 
-    conf = confluent_config({"bootstrap_servers": ["a:1", "b:2"], "acks": -1, "linger_ms": 5, "ssl_check_hostname": False,
-                             "sasl_plain_password": None, "max_request_size": 2048})
+    conf = confluent_config({"bootstrap_servers": ["a:1", "b:2"], "acks": -1, "linger_ms": 5,
+                             "ssl_check_hostname": False, "sasl_plain_password": None, "max_request_size": 2048})
     assert conf == {"bootstrap.servers": "a:1,b:2", "acks": "-1", "linger.ms": 5,
                     "ssl.endpoint.identification.algorithm": "none", "message.max.bytes": 2048}
     with pytest.raises(ValueError, match="retries"):
