@@ -310,6 +310,20 @@ def _decode(raw: Any, limits: DecodeLimits | None, where: dict, strict: type, le
 # alone decides reason codes and messages.
 
 _EVENT_KEYS = frozenset(("id", "x", "y", "ts", "key"))
+_new_object = object.__new__
+_set_attr = object.__setattr__
+
+
+def _construct(cls: type, fields_set: set, values: dict) -> Any:
+    """``cls.model_construct(fields_set, **values)`` without its per-field loop (about 4x faster):
+    the same four attributes it sets for a model without extras, private attributes or
+    post-init hooks (checked below for the four classes it is used with)."""
+    m = _new_object(cls)
+    _set_attr(m, "__dict__", values)
+    _set_attr(m, "__pydantic_fields_set__", fields_set)
+    _set_attr(m, "__pydantic_extra__", None)
+    _set_attr(m, "__pydantic_private__", None)
+    return m
 _LABEL_KEYS = frozenset(("id", "y"))
 _loads = orjson.loads
 _JSONError = orjson.JSONDecodeError
@@ -371,7 +385,7 @@ def _fast_event(data: Any, limits: DecodeLimits) -> Optional[Event]:
     if key is not None and (type(key) is not str or len(key) > max_name):
         return None
     cls = _EventIgnoringExtra if limits.allow_extra_fields else Event  # the class the full path returns
-    return cls.model_construct(set(keys), id=eid, x=x, y=y, ts=ts, key=key)
+    return _construct(cls, set(keys), {"id": eid, "x": x, "y": y, "ts": ts, "key": key})
 
 
 def _fast_label_message(data: Any, limits: DecodeLimits) -> Optional[LabelMessage]:
@@ -390,7 +404,12 @@ def _fast_label_message(data: Any, limits: DecodeLimits) -> Optional[LabelMessag
     if type(eid) is not str or not 0 < len(eid) <= limits.max_id_chars or y is None or not _fast_label(y, limits):
         return None
     cls = _LabelIgnoringExtra if limits.allow_extra_fields else LabelMessage
-    return cls.model_construct(set(_LABEL_KEYS), id=eid, y=y)
+    return _construct(cls, set(_LABEL_KEYS), {"id": eid, "y": y})
+
+
+for _cls in (Event, _EventIgnoringExtra, LabelMessage, _LabelIgnoringExtra):  # what _construct relies on
+    assert not _cls.__pydantic_post_init__ and not _cls.__private_attributes__ and \
+        _cls.model_config.get("extra") != "allow", _cls
 
 
 def decode_event(raw: Any, limits: DecodeLimits | None = None, *, topic: str | None = None,
