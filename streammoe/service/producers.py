@@ -111,7 +111,10 @@ class ConfluentProducer:
         return set(meta.partitions) if meta is not None and meta.error is None else set()
 
     def close(self, timeout: Optional[float] = None) -> None:
-        self.flush(10.0 if timeout is None else timeout)
+        """Deliver what is queued, then let librdkafka's threads go (idempotent)."""
+        if self._p is not None:
+            self.flush(10.0 if timeout is None else timeout)
+            self._p = None
 
 
 def make_producer(kwargs: dict, client: str = "kafka-python") -> Any:
