@@ -15,9 +15,18 @@ import numpy as np
 from river import base
 
 from . import __version__
-from .features import FeatureSpace, LabelSpace, check_features, normalise_label, plain_labels, plain_matrix
+from .event_path import EventPath
+from .features import (
+    MAX_CATEGORIES,
+    FeatureSpace,
+    LabelSpace,
+    check_features,
+    normalise_label,
+    plain_labels,
+    plain_matrix,
+)
 from .pools import ArrayTreePool, ExpertPool, make_pool, pool_from_parts
-from .routers.mlp import MLPRouter, softmax
+from .routers.mlp import PAIRWISE_MAX, MLPRouter, softmax
 from .state.codec import pack_arrays, pack_json, unpack_arrays, unpack_json
 from .state.file import as_store
 
@@ -32,36 +41,56 @@ def _top_k(w: np.ndarray, k: int) -> np.ndarray:
 
 
 class _WindowBuffer:
-    """Learned events waiting for the router's next step: feature rows and target masks, kept as
-    blocks (one per event on the per-event path, one per segment on the windowed path)."""
+    """Learned events waiting for the router's next step: feature rows ``X[:n]`` and target
+    masks ``M[:n]``, in arrays that grow by doubling (the compiled per-event step writes row
+    ``n`` in place; the windowed path adds whole segments)."""
 
     def __init__(self):
-        self.x: list[np.ndarray] = []
-        self.m: list[np.ndarray] = []
+        self.X = np.zeros((0, 0))
+        self.M = np.zeros((0, 0))
         self.n = 0
 
+    def reserve(self, d: int, E: int, rows: int = 1) -> None:
+        """Room for ``rows`` more events of ``d`` features and ``E`` experts."""
+        X, M = self.X, self.M
+        if self.n + rows <= X.shape[0] and X.shape[1] == d and M.shape[1] == E:
+            return
+        if self.X.shape[1] != d or self.M.shape[1] != E:
+            if self.n:
+                raise ValueError(f"window rows have {self.X.shape[1]} features and {self.M.shape[1]} experts, "
+                                 f"not {d} and {E}")
+            self.X, self.M = np.zeros((len(self.X), d)), np.zeros((len(self.M), E))
+        need = self.n + rows
+        if need > len(self.X):
+            cap = max(need, 2 * len(self.X), 16)
+            X, M = np.zeros((cap, d)), np.zeros((cap, E))
+            X[:self.n], M[:self.n] = self.X[:self.n], self.M[:self.n]
+            self.X, self.M = X, M
+
     def add(self, X: np.ndarray, M: np.ndarray) -> None:
-        self.x.append(X)
-        self.m.append(M)
-        self.n += X.shape[0]
+        n = X.shape[0]
+        self.reserve(X.shape[1], M.shape[1], n)
+        self.X[self.n:self.n + n] = X
+        self.M[self.n:self.n + n] = M
+        self.n += n
 
     def add_features(self, k: int) -> None:
         """New features were 0 (missing, no running mean yet) for the buffered events."""
-        self.x = [np.pad(b, ((0, 0), (0, k))) for b in self.x]
+        self.X = np.pad(self.X, ((0, 0), (0, k)))
 
     def add_expert(self) -> None:
-        self.m = [np.pad(b, ((0, 0), (0, 1))) for b in self.m]
+        self.M = np.pad(self.M, ((0, 0), (0, 1)))
 
     def remove_expert(self, e: int) -> None:
-        self.m = [np.delete(b, e, axis=1) for b in self.m]
+        self.M = np.delete(self.M, e, axis=1)
 
     def arrays(self, d: int, E: int) -> tuple[np.ndarray, np.ndarray]:
-        if not self.x:
+        if not self.n:
             return np.zeros((0, d)), np.zeros((0, E))
-        return np.concatenate(self.x), np.concatenate(self.m)
+        return self.X[:self.n], self.M[:self.n]
 
     def clear(self) -> None:
-        self.x, self.m, self.n = [], [], 0
+        self.n = 0
 
 
 class DriftMoE(base.MiniBatchClassifier):
@@ -99,6 +128,12 @@ class DriftMoE(base.MiniBatchClassifier):
     adaptive
         Optional drift-aware pool policy options (see :mod:`streammoe.adaptive`), e.g.
         ``{"budget": 24}``: drifting experts are frozen, fresh ones grown, idle frozen ones pruned.
+    max_categories
+        Bound on the distinct values of one categorical (string-valued) feature.  Trees split on
+        categories natively (river's nominal attribute statistics, multiway and binary ``==`` splits); the
+        router sees a one-hot block of ``max_categories + 1`` columns per categorical feature.
+        Further values share an "other" code with unknown and missing ones, and are counted in
+        :attr:`category_overflow_`.
 
     Examples
     --------
@@ -128,6 +163,16 @@ class DriftMoE(base.MiniBatchClassifier):
     ...     b.learn_one(x, y)
     >>> batched == looped
     True
+
+    String values are categories of nominal features (a bounded number per feature):
+
+    >>> model = DriftMoE(seed=0)
+    >>> model.learn_one({"amount": 3.0, "country": "FR"}, 1)
+    >>> model.learn_one({"amount": 9.5, "country": "DE"}, 0)
+    >>> model.categorical_features_
+    ['country']
+    >>> model.predict_one({"amount": 4.0, "country": "BR"}) in (0, 1)  # an unseen category
+    True
     """
 
     _multiclass = True
@@ -135,7 +180,8 @@ class DriftMoE(base.MiniBatchClassifier):
     def __init__(self, mode: str = "data", n_experts: int = 12, top_k: int = 3, hidden: int = 256,
                  lr: float = 2e-3, window: int = 256, temperature: float = 0.8, grace_period: int = 50,
                  delta: float = 1e-7, seed: int = 42, engine: str = "auto", combine: str = "top1",
-                 experts: list | None = None, adaptive: dict | None = None):
+                 experts: list | None = None, adaptive: dict | None = None,
+                 max_categories: int = MAX_CATEGORIES):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         if combine not in COMBINES:
@@ -158,11 +204,12 @@ class DriftMoE(base.MiniBatchClassifier):
         self.combine = combine
         self.experts = experts
         self.adaptive = adaptive
+        self.max_categories = max_categories
         self._reset()
 
     # ------------------------------------------------------------------ construction
     def _reset(self) -> None:
-        self._features = FeatureSpace()
+        self._features = FeatureSpace(self.max_categories)
         self._labels = LabelSpace()
         if self.mode == "task":
             specs = []
@@ -183,6 +230,7 @@ class DriftMoE(base.MiniBatchClassifier):
         self.last_expert: int | None = None
         self.drift_log: list[dict] = []
         self._policy = None
+        self._event_path: EventPath | None = None
         if self.adaptive is not None:
             from .adaptive import make_policy
 
@@ -210,6 +258,18 @@ class DriftMoE(base.MiniBatchClassifier):
     def features_(self) -> list:
         return list(self._features.names)
 
+    @property
+    def categorical_features_(self) -> list:
+        """Features learned as categorical (string-valued)."""
+        fs = self._features
+        return [name for name, nominal in zip(fs.names, fs.nominal) if nominal]
+
+    @property
+    def category_overflow_(self) -> dict:
+        """Per categorical feature: learned values mapped to "other" because the feature already
+        had ``max_categories`` distinct values."""
+        return dict(self._features.overflow)
+
     def expert_usage(self) -> np.ndarray:
         """How often each expert was the router's top choice on a learned event."""
         return self._usage.copy()
@@ -222,6 +282,7 @@ class DriftMoE(base.MiniBatchClassifier):
     def router_weights(self, x: dict) -> np.ndarray:
         """The router's softmax weights over the experts for ``x``."""
         check_features(x)
+        self._features.check(x)
         return self._weights(self._features.vector(x))
 
     def describe(self) -> dict:
@@ -230,6 +291,8 @@ class DriftMoE(base.MiniBatchClassifier):
             "model": "DriftMoE", "params": self._get_params(), "n_learned": self.n_learned_,
             "n_experts": self.n_experts_, "classes": [_jsonable(c) for c in self.classes_],
             "n_features": len(self._features), "router_steps": self.router_steps_,
+            "categorical_features": [_jsonable(f) for f in self.categorical_features_],
+            "category_overflow": {str(k): v for k, v in self._features.overflow.items()},
             "experts": [
                 {"index": e, "kind": self._pool.kind(e), "usage": int(self._usage[e]),
                  "accuracy": None if np.isnan(acc[e]) else float(acc[e]), "frozen": self._pool.frozen(e)}
@@ -239,7 +302,7 @@ class DriftMoE(base.MiniBatchClassifier):
 
     # ------------------------------------------------------------------ core
     def _weights(self, xv: np.ndarray) -> np.ndarray:
-        z = self._router.logits(xv[None, :])
+        z = self._router.logits(self._features.encode(xv[None, :]))
         if self._policy is not None:  # drift-aware pool: recently accurate experts get a logit bonus
             z = z + self._policy.logit_bias()
         return softmax(z, self.temperature)[0]
@@ -271,8 +334,63 @@ class DriftMoE(base.MiniBatchClassifier):
         s = p.sum()
         return (p / s if s > 0 else self._prior()), top1
 
+    # -- the compiled per-event path ---------------------------------------------------
+    def _compiled_path(self) -> EventPath | None:
+        """The compiled per-event step (one kernel call per ``predict_one`` / ``learn_one``) when it
+        applies: array trees (``engine='numba'``), no drift policy, no frozen expert, at most
+        ``PAIRWISE_MAX`` (128) experts, one router input per feature.  Other configurations
+        (adaptive, neural, heterogeneous pools) keep the Python per-event path."""
+        if self._router.n_inputs != len(self._features.names):
+            # the kernel feeds the feature vector itself to the router: an encoded input (e.g. a
+            # one-hot block per categorical feature) is the Python path's job
+            return None
+        path = self._event_path
+        if path is not None and path.pool is self._pool:
+            flags = path.pool.frozen_flags
+            return None if True in flags or len(flags) > PAIRWISE_MAX else path
+        pool = self._pool
+        if self._policy is not None or type(pool) is not ArrayTreePool or True in pool.frozen_flags \
+                or pool.n > PAIRWISE_MAX:
+            return None
+        from .routers.numpy_exp import exp_loop_address
+
+        fn = exp_loop_address()
+        if not fn:  # NumPy's exp loop not reachable: its results could not be reproduced
+            return None
+        self._event_path = EventPath(self, fn)
+        return self._event_path
+
+    def _compiled_answer(self, x: Any) -> tuple[EventPath, int] | None:
+        """Run the compiled prediction for ``x``: ``(path, argmax class)`` with the probabilities in
+        ``path.proba``, or ``None`` when the Python path must answer (no compiled path, no class yet).
+        Raises ``ValueError`` for an invalid ``x`` (the Python checks name the feature)."""
+        path = self._compiled_path()
+        if path is None or not self._labels.classes:
+            return None
+        row = self._features.plain_row(x)
+        got = None if row is None else path.predict(self, row, strict=True)
+        if got is None:  # missing, unknown or non-float features, or an invalid value
+            check_features(x)
+            self._features.check(x)
+            got = path.predict(self, self._features.row(x), strict=False)
+        self.last_expert, arg = got
+        return path, arg
+
+    def _known_class(self, y: Any) -> int | None:
+        """Class index of ``y`` when it is a plain label already known with its type, else ``None``."""
+        t = type(y)
+        if t is int or t is str or t is bool:
+            i = self._labels.index.get(y)
+            if i is not None and type(self._labels.classes[i]) is t:
+                return i
+        return None
+
     def predict_proba_one(self, x: dict) -> dict:
+        compiled = self._compiled_answer(x)
+        if compiled is not None:
+            return dict(zip(self._labels.classes, compiled[0].proba.tolist()))
         check_features(x)
+        self._features.check(x)
         if not self._labels.classes:
             return {}
         xv = self._features.vector(x)
@@ -280,27 +398,44 @@ class DriftMoE(base.MiniBatchClassifier):
         return dict(zip(self._labels.classes, p.tolist()))
 
     def predict_one(self, x: dict, **kwargs) -> Any:
+        compiled = self._compiled_answer(x)
+        if compiled is not None:  # the first class of highest probability, as max() over the dict gives
+            return self._labels.classes[compiled[1]]
         proba = self.predict_proba_one(x)
         if not proba:
             return None
         return max(proba, key=proba.get)
 
     def learn_one(self, x: dict, y: Any) -> None:
+        path = self._compiled_path()
+        if path is not None:  # the common case: known features and class, one kernel call
+            yi = self._known_class(y)
+            if yi is not None:
+                row = self._features.plain_row(x)
+                if row is not None and path.learn(self, row, yi, strict=True):
+                    return
         check_features(x)
+        self._features.check(x)
         y = normalise_label(y)
         self._labels.check(y)
-        n_new = self._features.register(x)
-        if n_new:
-            self._router.add_inputs(n_new)
-            self._window.add_features(n_new)
+        fs = self._features
+        dim = fs.router_dim
+        if fs.register(x):
+            self._router.add_inputs(fs.router_dim - dim)
+            self._window.add_features(fs.router_dim - dim)
+            self._pool.set_nominal(fs.nominal, fs.n_values)
             self._dirty.update(("router", "window"))  # new input columns: a checkpoint must rewrite them
         yi, is_new = self._labels.add(y)
         if is_new:
             self._class_counts = np.append(self._class_counts, 0.0)
             if self.mode == "task":
                 self._grow_expert()
-        xv = self._features.vector(x)
-        self._features.observe(x)
+        path = self._compiled_path()  # growth may have changed whether it applies
+        if path is not None:  # growth is done: the rest is the compiled step
+            path.learn(self, fs.row(x), yi, strict=False)
+            return
+        xv = fs.vector(x, learn=True)
+        fs.observe(x, xv)
         self._class_counts[yi] += 1.0
         if self.mode == "data":
             self._learn_data(xv, yi)
@@ -370,7 +505,7 @@ class DriftMoE(base.MiniBatchClassifier):
         for e in learners:
             self._pool.learn(e, xv, yi)
             self._dirty.add(f"expert/{e}")
-        self._window.add(xv[None, :], mask[None, :])
+        self._window.add(self._features.encode(xv[None, :]), mask[None, :])
         self._dirty.add("window")
         if self._window.n >= self.window:
             self._train_router()
@@ -390,11 +525,11 @@ class DriftMoE(base.MiniBatchClassifier):
         for e in range(self._pool.n):
             self._pool.learn(e, xv, int(e == yi))
             self._dirty.add(f"expert/{e}")
-        self._window.add(xv[None, :], mask[None, :])
+        self._window.add(self._features.encode(xv[None, :]), mask[None, :])
         self._train_router()
 
     def _train_router(self) -> None:
-        self._router.train_step(*self._window.arrays(len(self._features), self._pool.n), want_loss=False)
+        self._router.train_step(*self._window.arrays(self._features.router_dim, self._pool.n), want_loss=False)
         self.router_steps_ += 1
         self._window.clear()
         self._dirty.update(("router", "window"))
@@ -413,7 +548,7 @@ class DriftMoE(base.MiniBatchClassifier):
             raise ValueError(f"{len(xs)} events but {len(ys)} labels")
         if any(y is None for y in ys):
             raise ValueError("learn_batch needs a label for every event")
-        if self.mode == "data" and self._policy is None and self._pool.windowed():
+        if self.predict_is_pure:
             last = self.last_expert
             self.predict_learn_many(xs, ys, proba=False)
             self.last_expert = last
@@ -421,11 +556,20 @@ class DriftMoE(base.MiniBatchClassifier):
         for i, (x, y) in enumerate(zip(xs, ys)):
             try:
                 check_features(x)
+                self._features.check(x)
                 self._labels.check(normalise_label(y))
             except ValueError as exc:
                 raise ValueError(f"event {i}: {exc}") from None
         for x, y in zip(xs, ys):
             self.learn_one(x, y)
+
+    @property
+    def predict_is_pure(self) -> bool:
+        """Whether predicting changes no state but :attr:`last_expert` (the compiled windowed
+        path: data mode, no drift policy, a windowed pool).  Then learning a labelled event
+        equals predicting it and learning it, so delayed labels and new events can share one
+        :meth:`predict_learn_many` call (what :meth:`learn_batch` and the daemon do)."""
+        return self.mode == "data" and self._policy is None and self._pool.windowed()
 
     def predict_learn_many(self, xs: list, ys: list, *, proba: bool = True) -> list[tuple[Any, int | None]]:
         """Prequential over a batch, in order: predict each event, then learn it if its label is not None.
@@ -440,7 +584,8 @@ class DriftMoE(base.MiniBatchClassifier):
         # Batch fast path: plain events with exactly the known features are checked and converted in
         # C-level passes (``R``: their feature matrix, valid for the whole batch since no feature can
         # be added); anything else takes the per-event checks below.
-        R = plain_matrix(xs, self._features.names) if windowed and len(xs) == len(ys) else None
+        plain = windowed and len(xs) == len(ys) and not self._features.has_nominal  # categories: checked per event
+        R = plain_matrix(xs, self._features.names) if plain else None
         if R is not None and plain_labels(ys, self._labels):
             labels = list(ys)
         else:
@@ -448,6 +593,7 @@ class DriftMoE(base.MiniBatchClassifier):
             for i, (x, y) in enumerate(zip(xs, ys)):
                 try:
                     check_features(x)
+                    self._features.check(x)
                     if y is not None:
                         y = normalise_label(y)
                         self._labels.check(y)
@@ -464,7 +610,8 @@ class DriftMoE(base.MiniBatchClassifier):
             if grows[i] or not self._labels.classes:
                 out.append(self._predict_learn_one(xs[i], labels[i], proba))  # growth: the exact per-event path
                 i += 1
-                grows[i:] = self._growth_flags(xs[i:], labels[i:], R is not None)
+                if labels[i - 1] is not None:  # only learning adds features or classes
+                    grows[i:] = self._growth_flags(xs[i:], labels[i:], R is not None)
                 continue
             room = self.window - self._window.n  # labelled events until the router's next step
             if all_labelled and not any(grows[i:i + room]):  # the common case, without a loop per event
@@ -482,6 +629,10 @@ class DriftMoE(base.MiniBatchClassifier):
         """Which events would add a feature or a class when learned (they take the per-event path).
         ``known_features``: every event is known to hold only known features (only labels can grow)."""
         known, fkeys = self._labels.index, self._features.index.keys()
+        if self._features.has_nominal:  # a new category gets its code from the per-event path
+            new_cat = self._features.new_category
+            return [y is not None and (y not in known or not x.keys() <= fkeys or new_cat(x))
+                    for x, y in zip(xs, labels)]
         if known_features:
             if all(map(known.__contains__, set(labels) - {None})):
                 return [False] * len(labels)
@@ -510,7 +661,9 @@ class DriftMoE(base.MiniBatchClassifier):
         n, d, C = len(xs), len(fs), len(labels)
         names, nan = fs.names, np.nan
         R_given = R is not None
-        if not R_given:
+        if not R_given and fs.has_nominal:
+            R = fs.matrix(xs)
+        elif not R_given:
             R = np.fromiter((x.get(k, nan) for x in xs for k in names), dtype=np.float64, count=n * d).reshape(n, d)
         lookup = dict(labels.index)
         lookup[None] = -1
@@ -531,7 +684,12 @@ class DriftMoE(base.MiniBatchClassifier):
             X = np.where(present, R, means)
             fs.sums, fs.counts = sums[-1].copy(), counts[-1].copy()
 
-        W = softmax(self._router.logits(X), self.temperature)
+        if fs.has_nominal:  # categorical columns keep no running sums (see FeatureSpace.observe)
+            nominal = list(fs.categories)
+            fs.sums[nominal], fs.counts[nominal] = 0.0, 0.0
+            fs.count_overflow([x for x, y in zip(xs, ys) if y is not None])
+        U = fs.encode(X)  # the router's input rows
+        W = softmax(self._router.logits(U), self.temperature)
         res = self._pool.run_window(W, X, Y, self.top_k, self.combine, C)
 
         proba = res.proba
@@ -554,7 +712,7 @@ class DriftMoE(base.MiniBatchClassifier):
             self._usage += np.bincount(res.expert[sel], minlength=self._pool.n)
             self._expert_seen += n_lab
             self._expert_correct += (res.expert_pred[sel] == Y_lab[:, None]).sum(axis=0)
-            self._window.add(X[sel], res.mask[sel])
+            self._window.add(U[sel], res.mask[sel])
             from .experts.fast_loop import top_k_members  # this path runs only with the array pool
 
             self._dirty.update(f"expert/{int(e)}" for e in np.flatnonzero(top_k_members(W[sel], k)))
@@ -617,6 +775,7 @@ class DriftMoE(base.MiniBatchClassifier):
             "format": FORMAT, "version": __version__, "params": self._get_params(),
             "classes": [_jsonable(c) for c in self._labels.classes],
             "features": [_jsonable(f) for f in self._features.names],
+            "categorical": self._features.state(),
             "n_learned": self.n_learned_, "router_steps": self.router_steps_,
             "n_experts": self._pool.n, "pool": self._pool.meta(), "drift_log": self.drift_log,
         })
@@ -629,7 +788,7 @@ class DriftMoE(base.MiniBatchClassifier):
         })
 
     def _window_blob(self) -> bytes:
-        d, E = len(self._features), self._pool.n
+        d, E = self._features.router_dim, self._pool.n
         X, M = self._window.arrays(d, E)
         return pack_arrays({"X": X, "M": M})
 
@@ -643,10 +802,7 @@ class DriftMoE(base.MiniBatchClassifier):
         model._labels = LabelSpace()
         for c in meta["classes"]:
             model._labels.add(c)
-        model._features = FeatureSpace()
-        for f in meta["features"]:
-            model._features.index[f] = len(model._features.names)
-            model._features.names.append(f)
+        model._features = FeatureSpace.restore(meta["features"], meta.get("categorical"), model.max_categories)
         stats = unpack_arrays(parts["stats"])
         model._features.sums, model._features.counts = stats["feature_sums"], stats["feature_counts"]
         model._class_counts = stats["class_counts"]
@@ -681,7 +837,11 @@ def _jsonable(value):
 
 
 def _rows(X):
-    """Rows of a pandas frame as dicts, dropping NaN cells (pandas' marker for 'missing')."""
+    """Rows of a pandas frame as dicts, dropping NaN, None and ``pd.NA`` cells (pandas' markers
+    for 'missing'; a text column holds one of them where a category is missing)."""
+    import pandas as pd
+
     cols = list(X.columns)
+    na = pd.NA
     for values in X.itertuples(index=False, name=None):
-        yield {c: v for c, v in zip(cols, values) if not (isinstance(v, float) and v != v)}
+        yield {c: v for c, v in zip(cols, values) if not (v is None or v is na or (isinstance(v, float) and v != v))}

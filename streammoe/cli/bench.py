@@ -7,6 +7,7 @@ from typing import Optional
 import typer
 
 from .errors import USAGE_ERROR, fail
+from .sources import open_source
 
 SLOW_DEFAULT = 20_000
 
@@ -19,7 +20,8 @@ def bench(
                                               "0 = same as --n."),
     seed: int = typer.Option(42, help="Seed of streams and models."),
     models: Optional[str] = typer.Option(None, help="Comma-separated subset of: 'DriftMoE numba', 'DriftMoE "
-                                                    "river', 'river ARF (10 trees)', 'river HoeffdingTree'."),
+                                                    "river', 'river ARF (10 trees)', 'river HoeffdingTree', "
+                                                    "'DriftMoE numba (per event)'."),
     keys: int = typer.Option(1000, help="Keys for the keyed-pool throughput row (0 = skip)."),
     keyed_events: int = typer.Option(200, "--keyed-events", min=64, help="Events per key in the keyed row."),
     out: Path = typer.Option(Path("benchmarks/results"), help="Folder for bench.json and bench.md."),
@@ -35,7 +37,10 @@ def bench(
     known = list(b.BENCH_MODELS)
     if names and (bad := [m for m in names if m not in known]):
         raise fail(f"unknown model(s) {bad}; choose from {known}", USAGE_ERROR)
-    result = b.run_bench([s.strip() for s in streams.split(",") if s.strip()], n, seed, out, names,
+    stream_names = [s.strip() for s in streams.split(",") if s.strip()]
+    for stream in stream_names:  # an unknown stream is a usage error before anything runs
+        open_source(stream, n, seed)
+    result = b.run_bench(stream_names, n, seed, out, names,
                          slow_n=slow_n or None, keys=keys, keyed_events=keyed_events, log=console.print)
     table = Table(title="streammoe bench (steady-state events/s; warm-up timed separately)")
     for col in ("stream", "model", "events", "accuracy", "events/s", "warm-up s", "bytes/expert"):

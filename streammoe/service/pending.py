@@ -40,9 +40,11 @@ _EVENT_OVERHEAD = 64
 _VALUE_BYTES = 24
 
 
-def pending_size(event_id: str, x: Mapping[str, float], key: Optional[str]) -> int:
-    """Estimated stored size of a pending event in bytes (see the module docstring)."""
-    return _EVENT_OVERHEAD + len(event_id) + len(key or "") + sum(map(len, x)) + _VALUE_BYTES * len(x)
+def pending_size(event_id: str, x: Mapping[str, float | str], key: Optional[str]) -> int:
+    """Estimated stored size of a pending event in bytes (see the module docstring); a
+    categorical value counts its characters on top of the fixed value size."""
+    text = sum(len(v) for v in x.values() if type(v) is str)
+    return _EVENT_OVERHEAD + len(event_id) + len(key or "") + sum(map(len, x)) + _VALUE_BYTES * len(x) + text
 
 
 @dataclass(frozen=True)
@@ -156,6 +158,17 @@ class PendingLabels:
             out.append((victim, f"the events waiting for a label reached limits.pending_max_bytes "
                                 f"({self.max_bytes} bytes); the one with the earliest deadline left"))
         return out
+
+    def set_prediction(self, event_id: str, seq: int, y_pred: Optional[Label]) -> None:
+        """Record the prediction of a waiting event (added before the model answered; see
+        ``PartitionOwner.flush``).  Nothing happens if that event no longer waits."""
+        pe = self._items.get(event_id)
+        if pe is None or pe.seq != seq:
+            return
+        pe = PendingEvent(pe.id, pe.x, pe.key, pe.ts, y_pred, pe.offset, pe.seq, pe.deadline)
+        self._items[event_id] = pe
+        if event_id in self._put:
+            self._put[event_id] = pe
 
     def pop(self, event_id: str) -> Optional[PendingEvent]:
         """Take the event a label refers to (``None`` if it is not pending)."""
