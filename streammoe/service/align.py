@@ -39,9 +39,10 @@ labels that may come much later: with no queued label, events go as soon as the 
 looks caught up, and wait only while it is behind or not fetched yet (at most ``max_wait_s`` of
 poll time) - its labels are in the broker, so the merge needs them.  On a live stream the
 interleaving of a label and the events around it can therefore depend on fetch timing
-(learning order, not which labels are learned); on a backlog it does not.  The cost of the rule: the labels of a stream's last events are learned
-``idle_s`` (of poll time) after the input partition was read to its end, and on a live stream a
-label stamped like the newest event waits for the next event (or ``idle_s``).
+(learning order, not which labels are learned); on a backlog it does not.  The cost of the
+rule: the labels of a stream's last events are learned ``idle_s`` (of poll time) after the input
+partition was read to its end, and on a live stream a label stamped like the newest event waits
+for the next event (or ``idle_s``).
 """
 from __future__ import annotations
 
