@@ -289,6 +289,38 @@ def report(records: list[dict], default: str, streams: list[str], models: list[s
         lines.append("")
         summary_rows.append(stream)
 
+    # one line per model: mean accuracy per stream, and how often it reaches ARF / the reference
+    lines += ["## Leaderboard (mean accuracy per stream)", "",
+              "`>=ARF`, `>=ref`: streams where the model's mean accuracy reaches ARF's / the reference's, out of "
+              "the streams it ran on; `mean` = mean over those streams; `min xARF`, `min xHT`: its slowest "
+              "speed ratio over streams and seeds.", "",
+              "| model | " + " | ".join(present_streams) + " | mean | >=ARF | >=ref | min xARF | min xHT |",
+              "|---|" + "---:|" * (len(present_streams) + 5)]
+    for model in present_models:
+        cells, got, ge_a, ge_r, xa_all, xh_all = [], [], 0, 0, [], []
+        for s in present_streams:
+            rs = runs(s, model)
+            if not rs:
+                cells.append("")
+                continue
+            acc = _mean(r["accuracy"] for r in rs)
+            got.append(acc)
+            slow = rs[0]["slow_run"]  # SRP / LB: against ARF on the same (shorter) run
+            aa = _mean(r["accuracy"] for r in records
+                       if r["stream"] == s and r["model"] == "ARF" and r["slow_run"] == slow)
+            ra = _mean(r["accuracy"] for r in records
+                       if r["stream"] == s and r["model"] == REFERENCE and r["slow_run"] == slow)
+            ge_a += aa is not None and acc >= aa
+            ge_r += ra is not None and acc >= ra
+            xa_all += [x for x, _ in (_speed_ratio(r, "ARF", by_key) for r in rs) if x is not None]
+            xh_all += [x for x in (_speed_ratio(r, "HT", by_key)[0] for r in rs) if x is not None]
+            cells.append(f"{acc:.4f}")
+        slow_model = parse_spec(model)[0] in SLOW_MODELS
+        lines.append(f"| {model}{'*' if slow_model else ''} | " + " | ".join(cells) + f" | {_fmt(_mean(got))} | {ge_a}/{len(got)} | "
+                     f"{ge_r}/{len(got)} | {_fmt(min(xa_all) if xa_all else None, '.1f')} | "
+                     f"{_fmt(min(xh_all) if xh_all else None, '.2f')} |")
+    lines.append("")
+
     # targets for the default
     lines += [f"## Targets for `{default}`", ""]
     d_streams = [s for s in present_streams if runs(s, default)]
