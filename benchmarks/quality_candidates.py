@@ -18,6 +18,13 @@ seed; overrides (``NAME@key=value``) go to ``DriftMoE``.
   replacement happens at the end of the router window in which the drift was signalled (the
   compiled path keeps running; a compiled version would act at the exact event).
 * ``std+reset`` both.
+* ``bag``    online bagging under the router, as in ARF / leveraging bagging: *every* expert learns
+  every event ``k ~ Poisson(lam)`` times (its own generator), each expert sees a fixed random
+  subspace of the features (``subspace``: a fraction, the others are held at 0 for that expert, so
+  it never splits on them), and an ADWIN per expert on its error resets its tree when the error
+  rises.  The router still picks the answering expert (``combine='top1'``) or weights the top-k
+  (``'mixture'``).  Runs on the per-event path (a pool policy), so its speed here is not the
+  compiled speed; its accuracy is what a compiled version would give.
 """
 from __future__ import annotations
 
@@ -151,6 +158,104 @@ class CandidateMoE(DriftMoE):
             self._dirty.add(f"expert/{e}")
 
 
+class BaggingPolicy:
+    """Pool policy of ``bag`` (see the module docstring): the hooks DriftMoE calls for a policy."""
+
+    def __init__(self, n_experts: int, lam: float, delta: float, grace: int, seed: int):
+        from river import drift
+
+        self._adwin = lambda: drift.ADWIN(delta=delta)
+        self.lam, self.grace = lam, grace
+        self.rng = np.random.default_rng(seed)
+        self.adwins = [self._adwin() for _ in range(n_experts)]
+        self.learned = np.zeros(n_experts, dtype=np.int64)
+        self.resets = 0
+
+    def logit_bias(self):
+        return 0.0
+
+    def learners(self, model, w):
+        k = self.rng.poisson(self.lam, size=len(w)) if self.lam > 0 else np.ones(len(w), dtype=np.int64)
+        return [e for e in range(len(w)) for _ in range(int(k[e]))]
+
+    def after_learn(self, model, P, yi, learners):
+        known = P.sum(axis=1) > 0
+        wrong = ~(known & (np.argmax(P, axis=1) == yi))
+        for e in set(learners):
+            self.learned[e] += 1
+            if not known[e]:
+                continue
+            det = self.adwins[e]
+            before = det.estimation
+            det.update(float(wrong[e]))
+            if det.drift_detected and det.estimation > before and self.learned[e] >= self.grace:
+                model._pool.reset(e)
+                self.adwins[e] = self._adwin()
+                self.learned[e] = 0
+                self.resets += 1
+
+    def to_state(self) -> bytes:  # size estimate only (ADWIN windows are small)
+        return bytes(64 * len(self.adwins))
+
+
+class SubspacePool:
+    """An :class:`~streammoe.pools.ArrayTreePool` whose expert ``e`` sees only its feature subspace."""
+
+    def __init__(self, inner, fraction: float | None, seed: int):
+        self.inner, self.fraction = inner, fraction
+        self.rng = np.random.default_rng(seed + 7919)
+        self.masks: list[np.ndarray] = []
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def windowed(self) -> bool:
+        return False
+
+    def _mask(self, e: int, d: int) -> np.ndarray:
+        while len(self.masks) <= e:
+            self.masks.append(np.zeros(0, dtype=bool))
+        m = self.masks[e]
+        if len(m) < d:  # new features: each is in the subspace with probability `fraction`
+            extra = self.rng.random(d - len(m)) < (self.fraction or 1.0)
+            m = self.masks[e] = np.concatenate([m, extra])
+            if not m.any():
+                m[self.rng.integers(d)] = True
+        return m[:d]
+
+    def _x(self, e: int, x: np.ndarray) -> np.ndarray:
+        return x if not self.fraction else np.where(self._mask(e, x.shape[0]), x, 0.0)
+
+    def predict(self, e, x, n_classes):
+        return self.inner.predict(e, self._x(e, x), n_classes)
+
+    def learn(self, e, x, y):
+        self.inner.learn(e, self._x(e, x), y)
+
+    def reset(self, e):
+        self.inner.trees.reset_tree(e)
+
+
+class BaggedMoE(DriftMoE):
+    """DriftMoE whose pool is trained by :class:`BaggingPolicy` (see ``bag`` in the module docstring)."""
+
+    def __init__(self, *args, lam: float = 1.0, subspace: float | None = 0.6, bag_delta: float = 0.002,
+                 bag_grace: int = 300, **kwargs):
+        self.lam, self.subspace, self.bag_delta, self.bag_grace = lam, subspace, bag_delta, bag_grace
+        super().__init__(*args, **kwargs)
+
+    def _get_params(self):
+        params = super()._get_params()
+        for k in ("lam", "subspace", "bag_delta", "bag_grace"):
+            params.pop(k, None)
+        return params
+
+    def _reset(self) -> None:
+        super()._reset()
+        self._pool = SubspacePool(self._pool, self.subspace, self.seed)
+        self._policy = BaggingPolicy(self._pool.n, self.lam, self.bag_delta, self.bag_grace, self.seed)
+
+
 def _candidate(**fixed) -> Callable[..., Any]:
     def build(seed: int = 42, **overrides):
         return CandidateMoE(seed=seed, **{**fixed, **overrides})
@@ -161,4 +266,5 @@ CANDIDATES: dict[str, Callable[..., Any]] = {
     "std": _candidate(standardise=True),
     "reset": _candidate(reset={}),
     "std+reset": _candidate(standardise=True, reset={}),
+    "bag": lambda seed=42, **o: BaggedMoE(seed=seed, **o),
 }
