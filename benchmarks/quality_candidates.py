@@ -16,7 +16,9 @@ seed; overrides (``NAME@key=value``) go to ``DriftMoE``.
   ``grace`` events, the expert's tree is replaced by a fresh one (its router output is kept).  The
   detector is fed after each window from the window kernel's per-expert predictions, so a
   replacement happens at the end of the router window in which the drift was signalled (the
-  compiled path keeps running; a compiled version would act at the exact event).
+  compiled path keeps running; a compiled version would act at the exact event).  ``detector``
+  chooses ``adwin`` (default) or one of river's binary detectors ``ddm``, ``hddma``, ``fhddm``,
+  ``eddm`` (cheaper to compile: a few running counters instead of ADWIN's bucket list).
 * ``std+reset`` both.
 * ``bag``    online bagging under the router, as in ARF / leveraging bagging: *every* expert learns
   every event ``k ~ Poisson(lam)`` times (its own generator), each expert sees a fixed random
@@ -108,8 +110,12 @@ class CandidateMoE(DriftMoE):
     # -- per-expert drift detection (window granularity) -------------------------------
     def _detector(self):
         from river import drift
+        from river.drift import binary
 
-        return drift.ADWIN(delta=self._reset_opts["delta"])
+        kind = self._reset_opts.get("detector", "adwin")
+        if kind == "adwin":
+            return drift.ADWIN(delta=self._reset_opts["delta"])
+        return {"ddm": binary.DDM, "hddma": binary.HDDMA, "fhddm": binary.FHDDM, "eddm": binary.EDDM}[kind]()
 
     def _run_segment(self, xs, ys, want_proba=True, R=None):
         if self._detectors is None:
@@ -145,10 +151,11 @@ class CandidateMoE(DriftMoE):
             for e in order[i]:
                 e = int(e)
                 det = self._detectors[e]
-                before = det.estimation
-                det.update(float(expert_pred[i, e] != y))
+                before = getattr(det, "estimation", None)
+                det.update(float(expert_pred[i, e] != y) if before is not None else bool(expert_pred[i, e] != y))
                 self._learned[e] += 1
-                if det.drift_detected and self._learned[e] >= grace and det.estimation > before:
+                rose = before is None or det.estimation > before  # binary detectors signal rises only
+                if det.drift_detected and self._learned[e] >= grace and rose:
                     drifted.add(e)
         for e in sorted(drifted):
             self._pool.trees.reset_tree(e)
@@ -266,5 +273,7 @@ CANDIDATES: dict[str, Callable[..., Any]] = {
     "std": _candidate(standardise=True),
     "reset": _candidate(reset={}),
     "std+reset": _candidate(standardise=True, reset={}),
+    "reset-ddm": _candidate(reset={"detector": "ddm"}),
+    "reset-hddma": _candidate(reset={"detector": "hddma"}),
     "bag": lambda seed=42, **o: BaggedMoE(seed=seed, **o),
 }
