@@ -275,5 +275,6 @@ CANDIDATES: dict[str, Callable[..., Any]] = {
     "std+reset": _candidate(standardise=True, reset={}),
     "reset-ddm": _candidate(reset={"detector": "ddm"}),
     "reset-hddma": _candidate(reset={"detector": "hddma"}),
+    "std+reset-hddma": _candidate(standardise=True, reset={"detector": "hddma"}),
     "bag": lambda seed=42, **o: BaggedMoE(seed=seed, **o),
 }
