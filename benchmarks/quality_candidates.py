@@ -20,6 +20,8 @@ seed; overrides (``NAME@key=value``) go to ``DriftMoE``.
   chooses ``adwin`` (default) or one of river's binary detectors ``ddm``, ``hddma``, ``fhddm``,
   ``eddm`` (cheaper to compile: a few running counters instead of ADWIN's bucket list).
 * ``std+reset`` both.
+* ``neural-std`` the ``driftmoe-neural`` preset (3 MoRA experts, router hidden 32, top-1) with the
+  router's inputs standardised (the experts standardise their own inputs already).
 * ``bag``    online bagging under the router, as in ARF / leveraging bagging: *every* expert learns
   every event ``k ~ Poisson(lam)`` times (its own generator), each expert sees a fixed random
   subspace of the features (``subspace``: a fraction, the others are held at 0 for that expert, so
@@ -276,5 +278,6 @@ CANDIDATES: dict[str, Callable[..., Any]] = {
     "reset-ddm": _candidate(reset={"detector": "ddm"}),
     "reset-hddma": _candidate(reset={"detector": "hddma"}),
     "std+reset-hddma": _candidate(standardise=True, reset={"detector": "hddma"}),
+    "neural-std": _candidate(standardise=True, experts=[{"kind": "mora"}] * 3, top_k=1, hidden=32, engine="river"),
     "bag": lambda seed=42, **o: BaggedMoE(seed=seed, **o),
 }
