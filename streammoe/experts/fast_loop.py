@@ -37,7 +37,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .fast_tree import TreePool, argmax_or_neg, kernel, learn_leaf, needs_room, predict_tree
+from .fast_tree import TreePool, argmax_or_neg, inner_only, kernel, learn_leaf, needs_room, predict_tree
 
 __all__ = ["COMBINES", "WindowResult", "TaskStepResult", "run_window", "run_window_per_event",
            "task_step", "top_k_order", "top_k_members"]
@@ -215,6 +215,7 @@ def _check_window(pool: TreePool, W, X, Y, top_k: int):
         raise ValueError("W and X must be finite (no NaN or inf)")
     if n and (Y.min() < -1 or Y.max() >= C):
         raise ValueError(f"Y must be -1 (unlabelled) or a class index in [0, {C})")
+    pool.check_codes(X)
     if not isinstance(top_k, (int, np.integer)) or top_k < 1:
         raise ValueError(f"top_k must be an int >= 1, got {top_k!r}")
     if E == 0:
@@ -334,3 +335,6 @@ def task_step(pool: TreePool, w_row, x, y: int = -1, combine: str = "top1") -> T
         np.zeros(E, dtype=np.int64), np.zeros(E, dtype=np.int64), np.zeros(4), np.zeros(2, dtype=np.int64)))
     pool._ensure_room()
     return res
+
+
+inner_only(_argmax_first, router_target, normalise_row, _top_k_into)

@@ -1,12 +1,13 @@
-"""The ``streammoe bench`` command (registered on the main app by :mod:`streammoe.cli`)."""
+"""``streammoe bench``: events/s, accuracy, warm-up and memory of the engines and river's baselines."""
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
-from rich.table import Table
+
+from .errors import USAGE_ERROR, fail
+from .sources import open_source
 
 SLOW_DEFAULT = 20_000
 
@@ -25,15 +26,20 @@ def bench(
     out: Path = typer.Option(Path("benchmarks/results"), help="Folder for bench.json and bench.md."),
 ) -> None:
     """Events/s, accuracy, warm-up and memory of the engines and river's baselines, side by side."""
-    from . import bench as b
+    from rich.console import Console
+    from rich.table import Table
+
+    from .. import bench as b
 
     console = Console()
     names = [m.strip() for m in models.split(",")] if models else None
-    known = list(b._model_factories(seed))
+    known = list(b.BENCH_MODELS)
     if names and (bad := [m for m in names if m not in known]):
-        console.print(f"[bold red]error:[/] unknown model(s) {bad}; choose from {known}")
-        raise typer.Exit(2)
-    result = b.run_bench([s.strip() for s in streams.split(",") if s.strip()], n, seed, out, names,
+        raise fail(f"unknown model(s) {bad}; choose from {known}", USAGE_ERROR)
+    stream_names = [s.strip() for s in streams.split(",") if s.strip()]
+    for stream in stream_names:  # an unknown stream is a usage error before anything runs
+        open_source(stream, n, seed)
+    result = b.run_bench(stream_names, n, seed, out, names,
                          slow_n=slow_n or None, keys=keys, keyed_events=keyed_events, log=console.print)
     table = Table(title="streammoe bench (steady-state events/s; warm-up timed separately)")
     for col in ("stream", "model", "events", "accuracy", "events/s", "warm-up s", "bytes/expert"):
@@ -47,6 +53,3 @@ def bench(
                                                 for k, v in rs.items()))
     console.print(f"wrote {out / 'bench.json'} and {out / 'bench.md'}")
 
-
-def register(app: typer.Typer) -> None:
-    app.command()(bench)
