@@ -97,9 +97,9 @@ def make_store(settings: Settings, ping: bool = True) -> Any:
     kw = settings.redis.client_kwargs()
     kw["retry"] = Retry(ExponentialBackoff(cap=1.0, base=0.05), 2)
     if settings.redis.cluster:
-        from redis.cluster import RedisCluster
+        from ..state.redis_store import cluster_client
 
-        client = RedisCluster.from_url(settings.redis.url, **kw)
+        client = cluster_client(settings.redis.url, **kw)  # connects now: may raise StoreUnavailableError
     else:
         client = redis.Redis.from_url(settings.redis.url, **kw)
     hmac_key = settings.redis.hmac_key.get_secret_value() if settings.redis.hmac_key else None
@@ -230,9 +230,8 @@ class Daemon:
         try:
             if self.store is None:
                 # Redis may come up after the daemon (compose, restarts): wait for it with the backoff
-                store = make_store(s, ping=False)
-                self._retrying("connect", store.ping)
-                self.store = store
+                # (a Redis Cluster client connects while it is made, so making it is retried too)
+                self.store = self._retrying("connect", lambda: make_store(s))
             self._producer = make_sender(s.kafka.producer_kwargs(**self._producer_overrides),
                                          in_child=s.serve.producer_process)
             kw = s.kafka.consumer_kwargs(**{"partition_assignment_strategy": (RangePartitionAssignor,),
