@@ -38,6 +38,7 @@ from urllib.parse import quote, unquote
 
 from .. import __version__
 from ..state.redis_store import CommitResult
+from .keyed_pool import KeyedPool, pool_params, split_pool_parts
 from .pending import PendingEvent, PendingLabels
 from .schema import DeadLetter, DecodeLimits, Event, ReasonCode, decode_event, decode_label, encode_prediction
 
@@ -94,10 +95,17 @@ class OwnerConfig:
     max_keys: int = 10_000
     strict_features: bool = True
     classes: Optional[tuple] = None
+    #: keyed models as one KeyedDriftMoE per partition (``serve.keyed_engine = "pool"``), built
+    #: with these KeyedDriftMoE keywords; ``None``: a dict of ``new_model()`` per key
+    pool_params: Optional[dict] = None
 
     @classmethod
     def from_settings(cls, settings: Any, new_model: Callable[[], Any]) -> "OwnerConfig":
         serve = settings.serve
+        pooled = serve.model_per == "key" and serve.keyed_engine == "pool"
+        if pooled and serve.feature_policy != "strict":
+            raise ValueError("serve.keyed_engine = 'pool' needs serve.feature_policy = 'strict' "
+                             "(the pool's keys share one fixed feature layout)")
         return cls(
             base_name=settings.model.name, input_topic=settings.kafka.input_topic,
             labels_topic=settings.kafka.labels_topic, new_model=new_model,
@@ -107,6 +115,7 @@ class OwnerConfig:
             keyed=serve.model_per == "key", max_keys=serve.max_keys_per_partition,
             strict_features=serve.feature_policy == "strict",
             classes=tuple(serve.classes) if serve.classes is not None else None,
+            pool_params=pool_params(dict(settings.model.params)) if pooled else None,
         )
 
 
@@ -167,7 +176,8 @@ class PartitionOwner:
     def __init__(self, cfg: OwnerConfig, partition: int, epoch: int, *, models: Optional[dict] = None,
                  guards: Optional[dict] = None, offsets: Optional[dict] = None,
                  pending: Optional[PendingLabels] = None, stream_time: float = float("-inf"),
-                 stats: Optional[OwnerStats] = None, stored_parts: Optional[dict] = None):
+                 stats: Optional[OwnerStats] = None, stored_parts: Optional[dict] = None,
+                 pool: Optional[KeyedPool] = None):
         self.cfg = cfg
         self.partition = int(partition)
         self.epoch = int(epoch)
@@ -175,6 +185,9 @@ class PartitionOwner:
         self.input_key = f"{cfg.input_topic}:{self.partition}"
         self.labels_key = f"{cfg.labels_topic}:{self.partition}" if cfg.labels_topic else None
         self.models: dict[Optional[str], Any] = dict(models or {})
+        #: serve.keyed_engine = "pool": all keyed models of the partition (``models`` stays empty)
+        self.pool = pool if pool is not None else (
+            KeyedPool(cfg.pool_params, cfg.classes) if cfg.keyed and cfg.pool_params is not None else None)
         self.guards: dict[Optional[str], Guard] = dict(guards or {})
         self.offsets: dict[str, int] = dict(offsets or {})
         self.pending = pending or PendingLabels(cfg.pending_max, cfg.pending_ttl_s,
@@ -198,8 +211,18 @@ class PartitionOwner:
         name = state_name(cfg.base_name, cfg.input_topic, partition)
         epoch = store.claim(name)
         ck = store.load(name)
+        pool_parts, plain = split_pool_parts(ck.parts.items())
+        pool = None
+        if pool_parts:
+            if cfg.pool_params is None:
+                raise ValueError(f"partition {partition} holds a keyed pool (serve.keyed_engine = 'pool'); "
+                                 f"this daemon runs another engine")
+            pool = KeyedPool.from_parts(pool_parts, cfg.pool_params, cfg.classes)
+        elif plain and cfg.pool_params is not None:
+            raise ValueError(f"partition {partition} holds per-key DriftMoE models (serve.keyed_engine = "
+                             f"'models'); this daemon runs the keyed pool")
         by_key: dict[Optional[str], dict[str, bytes]] = {}
-        for pname, blob in ck.parts.items():
+        for pname, blob in plain.items():
             key, part = split_part(pname)
             by_key.setdefault(key, {})[part] = blob
         models = {key: model_from_parts(parts) for key, parts in by_key.items()}
@@ -217,7 +240,7 @@ class PartitionOwner:
         owner = cls(cfg, partition, epoch, models=models, guards=guards, offsets=ck.offsets, pending=pending,
                     stream_time=float(st) if st is not None else float("-inf"),
                     stats=OwnerStats.from_json(daemon.get("stats", {})),
-                    stored_parts={k: set(v) for k, v in by_key.items()})
+                    stored_parts={k: set(v) for k, v in by_key.items()}, pool=pool)
         owner.last_checkpoint_wall = ck.ts
         return owner
 
@@ -275,7 +298,8 @@ class PartitionOwner:
     def _check_event(self, mkey: Optional[str], ev: Event) -> Optional[tuple[ReasonCode, str]]:
         guard = self.guards.get(mkey)
         if guard is None:
-            if mkey not in self.models and len(self.guards.keys() | self.models.keys()) >= self.cfg.max_keys:
+            known = self.guards.keys() | self.models.keys() | (self.pool.index.keys() if self.pool else set())
+            if mkey not in known and len(known) >= self.cfg.max_keys:
                 return (ReasonCode.TOO_MANY_KEYS,
                         f"partition {self.partition} already holds {self.cfg.max_keys} keyed models "
                         f"(serve.max_keys_per_partition); key {mkey!r} is new")
@@ -298,7 +322,11 @@ class PartitionOwner:
         """A guard for a model seen for the first time (derived from a loaded model's state)."""
         model = self.models.get(mkey)
         guard = Guard(dirty=True)
-        if model is not None:
+        if self.pool is not None:  # one feature layout and label type for the whole partition
+            if self.pool.features is not None:
+                guard.features = frozenset(self.pool.features)
+            guard.label_type = self.pool.label_type()
+        elif model is not None:
             if model.features_:
                 guard.features = frozenset(model.features_)
             if model.classes_:
@@ -327,6 +355,8 @@ class PartitionOwner:
     def _predict_groups(self, accepted: list, groups: dict, sink: Sink) -> list:
         """``(proba, expert, model_version)`` per accepted event (``None`` if refused)."""
         results: list = [None] * len(accepted)
+        if self.pool is not None:
+            return self._predict_pool(accepted, sink)
         for mkey, idx in groups.items():
             model = self._model(mkey)
             xs = [accepted[i][1].x for i in idx]
@@ -342,6 +372,26 @@ class PartitionOwner:
                     if y is not None:
                         version += 1
         return results
+
+    def _predict_pool(self, accepted: list, sink: Sink) -> list:
+        """All accepted events through the partition's keyed pool in one call (the refused
+        ones, if any, isolated one by one)."""
+        pool = self.pool
+        keys = [mkey for _, _, mkey in accepted]
+        xs = [ev.x for _, ev, _ in accepted]
+        ys = [ev.y for _, ev, _ in accepted]
+        try:
+            return pool.predict_learn(keys, xs, ys)
+        except ValueError:
+            out: list = []
+            for (rec, _, _), k, x, y in zip(accepted, keys, xs, ys):
+                try:
+                    out += pool.predict_learn([k], [x], [y])
+                except ValueError as exc:
+                    self._dead(sink, DeadLetter(ReasonCode.PROCESSING_ERROR, f"the model refused the event: {exc}",
+                                                rec.value, self.cfg.input_topic, self.partition, rec.offset), rec.key)
+                    out.append(None)
+            return out
 
     def _predict_one_by_one(self, model: Any, idx: list, accepted: list, xs: list, ys: list, sink: Sink) -> list:
         """Isolate the event(s) the model refuses (the batch call validates all first)."""
@@ -447,21 +497,27 @@ class PartitionOwner:
         if not joined:
             return
         groups: dict = {}
-        for item in joined:
-            groups.setdefault(item[0], []).append(item)
+        if self.pool is not None:  # one call for every key, in record order
+            pool = self.pool
+            groups[None] = (lambda xs, ys, keys: pool.learn(keys, xs, ys), list(joined))
+        else:
+            for item in joined:
+                groups.setdefault(item[0], (None, []))[1].append(item)
         joined.clear()
         stats, cfg = self.stats, self.cfg
-        for mkey, items in groups.items():
-            model = self._model(mkey)
+        for mkey, (learn, items) in groups.items():
+            if learn is None:
+                model = self._model(mkey)
+                learn = (lambda m: lambda xs, ys, keys: m.learn_batch(xs, ys))(model)
             try:
-                model.learn_batch([pe.x for _, pe, _, _ in items], [y for _, _, y, _ in items])
+                learn([pe.x for _, pe, _, _ in items], [y for _, _, y, _ in items], [k for k, _, _, _ in items])
                 ok = items
             except ValueError:
                 ok = []
                 for item in items:
-                    _, pe, y, rec = item
+                    key, pe, y, rec = item
                     try:
-                        model.learn_one(pe.x, y)
+                        learn([pe.x], [y], [key])
                     except ValueError as exc:
                         self._dead(sink, DeadLetter(ReasonCode.PROCESSING_ERROR, f"the model refused the labelled "
                                                     f"event {pe.id!r}: {exc}", rec.value, cfg.labels_topic,
@@ -517,6 +573,8 @@ class PartitionOwner:
                 remove += [prefix + p for p in sorted(gone)]
             parts.update({prefix + p: b for p, b in blobs.items()})
             written[mkey] = set(blobs)
+        if self.pool is not None:
+            parts.update(self.pool.dirty_parts())
         extra = {DAEMON_EXTRA: json.dumps(self._daemon_json(), separators=(",", ":"), sort_keys=True).encode()}
         for mkey, guard in self.guards.items():
             if guard.dirty:
@@ -524,6 +582,8 @@ class PartitionOwner:
         put, dels = self.pending.changes()
         result = store.commit(self.name, parts, dict(self.offsets), self.epoch, extra, remove=remove,
                               pending_put=put, pending_del=dels, require_epoch=True)
+        if self.pool is not None:
+            self.pool.mark_clean()
         for mkey, model in self.models.items():
             model.mark_clean()
             names = self._stored.setdefault(mkey, set())
@@ -547,7 +607,7 @@ class PartitionOwner:
             "format": _DAEMON_FORMAT, "version": __version__,
             "stream_time": self.stream_time if self.stream_time != float("-inf") else None,
             "pending_seq": self.pending.next_seq, "stats": self.stats.to_json(),
-            "models": len(self.models), "owner": f"{socket.gethostname()}:{os.getpid()}",
+            "models": len(self.models) if self.pool is None else self.pool.n_keys, "owner": f"{socket.gethostname()}:{os.getpid()}",
         }
 
 
