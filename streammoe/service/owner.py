@@ -316,6 +316,8 @@ class PartitionOwner:
                 return ReasonCode.UNKNOWN_LABEL, problem
         if fix_features:  # only an accepted event fixes the feature set
             guard.features, guard.dirty = frozenset(ev.x), True
+            if self.pool is not None and self.pool.features is None:  # ... and the pool's columns
+                self.pool.features = list(ev.x)
         return None
 
     def _new_guard(self, mkey: Optional[str]) -> Guard:
@@ -607,7 +609,8 @@ class PartitionOwner:
             "format": _DAEMON_FORMAT, "version": __version__,
             "stream_time": self.stream_time if self.stream_time != float("-inf") else None,
             "pending_seq": self.pending.next_seq, "stats": self.stats.to_json(),
-            "models": len(self.models) if self.pool is None else self.pool.n_keys, "owner": f"{socket.gethostname()}:{os.getpid()}",
+            "models": len(self.models) if self.pool is None else self.pool.n_keys,
+            "owner": f"{socket.gethostname()}:{os.getpid()}",
         }
 
 
