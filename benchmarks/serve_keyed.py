@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import time
@@ -56,7 +57,10 @@ class CountSink:
         raise AssertionError(f"dead letter: {dl.reason_code.value}: {dl.message}")
 
 
-def run(engine: str, records: list, params: dict, keys: int, batch: int) -> dict:
+def run(engine: str, records: list, params: dict, keys: int, batch: int, threads: int = 0) -> dict:
+    import numba
+
+    numba.set_num_threads(threads or numba.config.NUMBA_NUM_THREADS)
     cfg = OwnerConfig(base_name="bench", input_topic="in", labels_topic=None, new_model=lambda: DriftMoE(**params),
                       keyed=True, max_keys=keys, pool_params=pool_params(params) if engine == "pool" else None)
     owner, sink = PartitionOwner(cfg, partition=0, epoch=1), CountSink()
@@ -65,7 +69,7 @@ def run(engine: str, records: list, params: dict, keys: int, batch: int) -> dict
         owner.handle_events(records[s:s + batch], sink)
     dt = time.perf_counter() - t0
     assert sink.n == len(records)
-    return {"engine": engine, "events": len(records), "seconds": dt, "events_per_s": len(records) / dt,
+    return {"engine": engine, "threads": numba.get_num_threads(), "events": len(records), "seconds": dt, "events_per_s": len(records) / dt,
             "accuracy": owner.stats.correct / max(owner.stats.scored, 1)}
 
 
@@ -76,6 +80,7 @@ def main(argv=None) -> int:
     ap.add_argument("--features", type=int, default=4)
     ap.add_argument("--batch", type=int, default=500)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--threads", default="0,1", help="Numba thread counts to run each engine with (0 = all)")
     ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
     a = ap.parse_args(argv)
     params = dict(n_experts=4, top_k=2, hidden=16, window=16, seed=7)
@@ -83,20 +88,26 @@ def main(argv=None) -> int:
     for engine in ("models", "pool"):
         run(engine, warm, params, 20, a.batch)
     records = make_records(a.keys, a.events_per_key, a.features, a.seed)
-    rows = [run(engine, records, params, a.keys, a.batch) for engine in ("models", "pool")]
-    ratio = rows[1]["events_per_s"] / rows[0]["events_per_s"]
+    rows, ratios = [], {}
+    for threads in (int(t) for t in a.threads.split(",")):
+        pair = [run(engine, records, params, a.keys, a.batch, threads) for engine in ("models", "pool")]
+        ratios[pair[1]["threads"]] = pair[1]["events_per_s"] / pair[0]["events_per_s"]
+        rows += pair
     result = {"keys": a.keys, "events_per_key": a.events_per_key, "batch": a.batch, "params": params,
-              "rows": rows, "pool_vs_models": ratio, "machine": platform.platform(), "python": sys.version.split()[0]}
+              "rows": rows, "pool_vs_models": ratios, "cpus": os.cpu_count(), "machine": platform.platform(), "python": sys.version.split()[0]}
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "serve_keyed.json").write_text(json.dumps(result, indent=2) + "\n")
     lines = [f"# serve.model_per = 'key' at {a.keys} keys: dict of DriftMoE vs keyed pool (one run)", "",
              f"{len(records)} events ({a.events_per_key} per key, interleaved), polls of {a.batch} records, "
              f"inline labels, params {params}; PartitionOwner only (no Kafka/Redis).", "",
-             "| engine | events/s | seconds | prequential accuracy |", "|---|---|---|---|"]
+             "| engine | Numba threads | events/s | seconds | prequential accuracy |", "|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['engine']} | {r['events_per_s']:,.0f} | {r['seconds']:.2f} | {r['accuracy']:.4f} |")
-    lines += ["", f"pool / models: **{ratio:.2f}x** events/s", "",
+        lines.append(f"| {r['engine']} | {r['threads']} | {r['events_per_s']:,.0f} | {r['seconds']:.2f} | "
+                     f"{r['accuracy']:.4f} |")
+    lines += [""] + [f"pool / models with {t} Numba thread(s): **{v:.2f}x** events/s" for t, v in ratios.items()]
+    lines += ["", f"{result['cpus']} CPUs; with other work on the machine, Numba's parallel launches wait for busy "
+              "cores (each launch of the pool is a `prange` over keys or trees), so fewer threads can be faster.", "",
               f"Command: `PYTHONPATH=. python benchmarks/serve_keyed.py --keys {a.keys} --events-per-key "
               f"{a.events_per_key}`; {result['machine']}, Python {result['python']}."]
     (out / "serve_keyed.md").write_text("\n".join(lines) + "\n")

@@ -131,21 +131,20 @@ class KeyedPool:
             return []
         kidx, X, y = self._prepare(keys, xs, ys)
         m = self.model
-        seen = {int(k): m.class_counts[k] > 0 for k in np.unique(kidx)}  # rows copied before the call
-        version = {k: int(m.n_learned[k]) for k in seen}
+        # the classes each key has learned, in class order (rows read before the call learns)
+        known = {k: np.flatnonzero(m.class_counts[k] > 0).tolist() for k in np.unique(kidx).tolist()}
+        version = {k: int(m.n_learned[k]) for k in known}
         res = m.learn_predict_window(kidx, X, y)
         out = []
         labels = self.labels
-        for i, k in enumerate(kidx.tolist()):
-            s = seen[k]
-            row = res.proba[i]
-            proba = {labels[c]: float(row[c]) for c in np.flatnonzero(s[: row.shape[0]])}
-            out.append((proba, int(res.expert[i]), version[k]))
-            if y[i] >= 0:
-                if y[i] >= s.shape[0]:
-                    s = seen[k] = np.concatenate([s, np.zeros(y[i] + 1 - s.shape[0], dtype=bool)])
-                s[y[i]] = True
+        rows, experts = res.proba.tolist(), res.expert.tolist()
+        for k, row, expert, yi in zip(kidx.tolist(), rows, experts, y.tolist()):
+            cs = known[k]
+            out.append(({labels[c]: row[c] for c in cs}, expert, version[k]))
+            if yi >= 0:
                 version[k] += 1
+                if yi not in cs:
+                    known[k] = sorted(cs + [yi])
         return out
 
     def learn(self, keys: list[str], xs: list[dict], ys: list) -> None:
