@@ -189,7 +189,10 @@ class Daemon:
         self.store = store
         new_model, from_parts = (model_factory or _default_model_factory)(dict(settings.model.params))
         self._from_parts = from_parts
-        self.cfg = OwnerConfig.from_settings(settings, new_model)
+        try:
+            self.cfg = OwnerConfig.from_settings(settings, new_model)
+        except ValueError as exc:  # e.g. model.params the keyed pool cannot run
+            raise DaemonError(str(exc)) from exc
         self.metrics = DaemonMetrics()
         self.owners: dict[int, PartitionOwner] = {}
         self.fenced: set[int] = set()
@@ -714,6 +717,9 @@ class Daemon:
                 m.checkpoint_age.labels(label).set(now - owner.last_checkpoint if owner.changed else 0.0)
                 usage = None
                 actions: dict[str, int] = {}
+                if owner.pool is not None and owner.pool.model is not None:  # keyed pool: usage per key
+                    n_models += owner.pool.n_keys
+                    usage = owner.pool.model.usage.sum(axis=0).astype(float)
                 for model in owner.models.values():
                     n_models += 1
                     u = np.asarray(model.expert_usage(), dtype=float)
