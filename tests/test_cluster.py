@@ -182,8 +182,9 @@ def test_one_of_two_daemons_killed_the_other_takes_its_partitions_over_exactly_o
                     STREAMMOE_REDIS__CLUSTER="true")
     logs = [tmp_path / "a.log", tmp_path / "b.log"]
 
-    # the first half of the stream, then both daemons; the second half once the group has settled
-    half = len(records) // 2
+    # the first half of the stream, then both daemons; the third quarter once the group has settled,
+    # the last quarter after the kill (so the survivor has work of the dead one's partitions to do)
+    half, three_q = len(records) // 2, len(records) * 3 // 4
     _produce(kafka_broker, topics, records[:half])
     procs = [start_serve(env, logs[0]), start_serve(env, logs[1])]
     try:
@@ -193,7 +194,7 @@ def test_one_of_two_daemons_killed_the_other_takes_its_partitions_over_exactly_o
                              or any(p.poll() is not None for p in procs), 120, 0.1)
         assert settled and all(p.poll() is None for p in procs), (tail(logs[0]), tail(logs[1]))
         victim_parts = sorted(_assigned(logs[0]))
-        _produce(kafka_broker, topics, records[half:])
+        _produce(kafka_broker, topics, records[half:three_q])
         # kill A once each of its partitions has checkpointed work of the second half
         first_half = [sum(1 for _, q, _, _ in records[:half] if q == p) for p in range(PARTITIONS)]
         reached = wait_until(lambda: all(_progress(store, names)[p] > first_half[p] for p in victim_parts)
@@ -201,6 +202,7 @@ def test_one_of_two_daemons_killed_the_other_takes_its_partitions_over_exactly_o
         assert reached and procs[0].poll() is None, tail(logs[0])
         victim_epochs = {p: store.epoch(names[p]) for p in victim_parts}
         kill_hard(procs[0])
+        _produce(kafka_broker, topics, records[three_q:])
 
         done = wait_until(lambda: _progress(store, names) == per_partition or procs[1].poll() is not None,
                           180, 0.1)

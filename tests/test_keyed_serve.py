@@ -91,7 +91,7 @@ def reference(events: list[dict], recs: list) -> tuple[dict, dict]:
 
 
 def test_pool_answers_and_learns_like_one_driftmoe_per_key():
-    events = stream(900)
+    events = stream(600)
     recs = records(events)
     owner, sink = pool_owner(), ListSink()
     feed(owner, recs, sink)
@@ -117,7 +117,7 @@ def test_pool_answers_and_learns_like_one_driftmoe_per_key():
 
 
 def test_pool_checkpoint_restart_continues_exactly_once(redis_server):
-    events = stream(900, seed=2)
+    events = stream(600, seed=2)
     recs = records(events)
     store = RedisStore(redis_server.client())
     base = unique_name("pool")
