@@ -12,7 +12,9 @@ skipped, and the final state equals that of an uninterrupted run.
 Redis layout (one state hash per partition, see :mod:`streammoe.state.redis_store`):
 
 * model parts as ``DriftMoE.state_parts`` names; keyed models (``serve.model_per = "key"``)
-  under ``k/<url-quoted key>/<part>``, so all keys of a partition commit atomically;
+  either as one keyed pool (``serve.keyed_engine = "pool"``: a :class:`KeyedDriftMoE`, parts
+  under ``pool/``, see :mod:`streammoe.service.keyed_pool`) or one DriftMoE per key under
+  ``k/<url-quoted key>/<part>`` (``"models"``); either way all keys of a partition commit atomically;
 * extras: ``daemon`` (counters, stream time, pending sequence: JSON) and ``guard:<key>``
   (the feature set / label type an event must match: JSON);
 * offsets ``<topic>:<partition>`` for the input and labels partitions.
