@@ -26,7 +26,7 @@ from typing import Any, Iterable, Optional
 
 import numpy as np
 
-__all__ = ["KeyedPool", "POOL_PREFIX", "pool_params"]
+__all__ = ["KeyedPool", "POOL_PREFIX", "pool_params", "split_pool_parts"]
 
 POOL_PREFIX = "pool/"
 _INDEX = "index"
