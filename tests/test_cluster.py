@@ -174,10 +174,15 @@ def test_one_of_two_daemons_killed_the_other_takes_its_partitions_over_exactly_o
               "predictions_topic": unique_name("pred"), "deadletter_topic": unique_name("dlq")}
     create_topics(kafka_broker, {topics["input_topic"]: PARTITIONS, topics["labels_topic"]: PARTITIONS,
                                  topics["predictions_topic"]: 1, topics["deadletter_topic"]: 1})
-    model = unique_name("m")
+    store = RedisStore(redis_cluster.client())
+
+    def masters(m: str) -> set[str]:
+        return {_node_of(store.client, store.key(state_name(m, topics["input_topic"], p))) for p in range(PARTITIONS)}
+
+    # a model name whose partitions live on more than one master, so the daemons' commits must be routed
+    model = next(m for m in (unique_name("m") for _ in range(100)) if len(masters(m)) >= 2)
     names = [state_name(model, topics["input_topic"], p) for p in range(PARTITIONS)]
     per_partition = [sum(1 for _, q, _, _ in records if q == p) for p in range(PARTITIONS)]
-    store = RedisStore(redis_cluster.client())
     env = serve_env(kafka_broker, redis_cluster.url, topics, unique_name("g"), model,
                     STREAMMOE_REDIS__CLUSTER="true")
     logs = [tmp_path / "a.log", tmp_path / "b.log"]
