@@ -30,7 +30,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
@@ -154,11 +154,19 @@ def kill_hard(proc: subprocess.Popen) -> None:
     proc.wait(10)
 
 
-def stop_clean(proc: subprocess.Popen, log: Path) -> None:
-    """SIGTERM; the daemon must checkpoint and exit 0."""
+def stop_clean(proc: subprocess.Popen, log: Path, stall_s: float = 120.0) -> None:
+    """SIGTERM; the daemon must checkpoint and exit 0 (it may take as long as it keeps logging,
+    up to ``stall_s`` of silence)."""
     try:
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(60) == 0, tail(log)
+        size, since = -1, time.monotonic()
+        while proc.poll() is None:
+            now_size = log.stat().st_size if log.exists() else 0
+            if now_size != size:
+                size, since = now_size, time.monotonic()
+            assert time.monotonic() - since < stall_s, "the daemon did not stop after SIGTERM:\n" + tail(log)
+            time.sleep(0.05)
+        assert proc.returncode == 0, tail(log)
     finally:
         if proc.poll() is None:
             kill_hard(proc)
@@ -202,9 +210,10 @@ def metric(log: Path, name: str, labels: str = "") -> Optional[float]:
     return float(m.group(1)) if m else None
 
 
-def read_all(bootstrap: str, topic: str, at_least: int, timeout: float = 120.0) -> list:
+def read_all(bootstrap: str, topic: str, at_least: int, stall_s: float = 120.0) -> list:
     """Every record of ``topic``: at least ``at_least``, then until a one-second poll brings
-    nothing more (predictions made again after a crash make the total unknown in advance)."""
+    nothing more (predictions made again after a crash make the total unknown in advance).
+    Gives up early only when nothing arrived for ``stall_s`` seconds."""
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
                              max_partition_fetch_bytes=8 * 1024 * 1024)
     try:
@@ -212,12 +221,14 @@ def read_all(bootstrap: str, topic: str, at_least: int, timeout: float = 120.0) 
         consumer.assign(tps)
         consumer.seek_to_beginning(*tps)
         got: list = []
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        last = time.monotonic()
+        while time.monotonic() - last < stall_s:
             batch = [r for records in consumer.poll(timeout_ms=1000, max_records=50_000).values()
                      for r in records]
             if not batch and len(got) >= at_least:
                 break
+            if batch:
+                last = time.monotonic()
             got.extend(batch)
         return got
     finally:

@@ -229,5 +229,5 @@ def test_one_of_two_daemons_killed_the_other_takes_its_partitions_over_exactly_o
     preds = read_all(kafka_broker, topics["predictions_topic"], N_EVENTS)
     ids = {json.loads(r.value)["id"] for r in preds}
     assert ids == {f"e-{i}" for i in range(N_EVENTS)}
-    dead = read_all(kafka_broker, topics["deadletter_topic"], 0, timeout=5)
+    dead = read_all(kafka_broker, topics["deadletter_topic"], 0, stall_s=5)
     assert not dead, [json.loads(r.value).get("reason_code") for r in dead[:5]]

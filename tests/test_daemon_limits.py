@@ -5,15 +5,16 @@ buffer - and the daemon's memory - stays bounded; every case is counted."""
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
-from services import unique_name, wait_until
+from services import unique_name
 from streammoe.service.daemon import Daemon
 from streammoe.service.deadletter import parse_dead_letter_headers
 from streammoe.service.pending import pending_size
 from streammoe.testing import produce_values, read_topic
-from test_daemon import make_topics, processed, settings, stopped
+from test_daemon import drained, make_topics, settings, stopped
 
 N = 12       # events waiting for a label
 ROOM = 5     # how many fit in the pending buffer
@@ -37,13 +38,17 @@ def test_limits_dead_letter_with_reasons_and_bound_the_pending_buffer(kafka_brok
     produce_values(kafka_broker, topics["input_topic"], inputs)
     produce_values(kafka_broker, topics["labels_topic"],
                    [json.dumps({"id": f"e-{i:02d}", "y": i % 2}).encode() for i in range(N)])
-    # the labels were produced after every event, so they wait align_idle_ms for more events
+    # a later event (labelled inline) proves that the events of the labels left over are not coming
+    produce_values(kafka_broker, topics["input_topic"],
+                   [json.dumps({"id": "e-end", "x": {"a": 0.5, "b": 1.0}, "y": 1}).encode()],
+                   timestamp_ms=int(time.time() * 1000) + 60_000)
+    inputs.append(b"e-end")
     d = Daemon(settings(kafka_broker, redis_server.url, topics, group=unique_name("g"), model=unique_name("m"),
                         limits=limits, align_idle_ms=2000)).start_thread()
     evicted = N - ROOM
     n_dead = 2 + 2 * evicted  # 2 refused inputs, each evicted event and then its label
     dlq = read_topic(kafka_broker, topics["deadletter_topic"], n_dead, timeout=60)
-    assert wait_until(lambda: processed(d) == (len(inputs), N), 30)
+    assert drained((len(inputs), N), d)
     snap = d.snapshot()[0]
     counted = {r: d.metrics.dead_letters.labels(r)._value.get()
                for r in ("oversized", "too_many_features", "pending_evicted", "unknown_event_id")}

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from services import unique_name, wait_until
+from services import unique_name, wait_progressing
 from streammoe.cli import app
 from streammoe.service.daemon import Daemon
 from streammoe.service.settings import Settings
@@ -98,7 +98,8 @@ def test_health_and_metrics_endpoints_and_keyed_models(kafka_broker, topic_facto
         checkpoint=dict(every_events=50), serve=dict(model_per="key", keyed_engine=engine, metrics_interval_s=0.05))
     d = Daemon(settings).start_thread()
     try:
-        assert wait_until(lambda: sum(i["stats"]["learned"] for i in d.snapshot().values()) == 240, 60)
+        learned = lambda: sum(i["stats"]["learned"] for i in d.snapshot().values())  # noqa: E731
+        assert wait_progressing(lambda: learned() == 240, learned, 180)
         d.refresh_metrics()
         with urllib.request.urlopen(d.http.url + "/healthz") as r:
             health = json.loads(r.read())

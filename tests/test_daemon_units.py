@@ -126,63 +126,77 @@ def test_aligner_releases_in_event_time_order_events_first_on_ties():
     al = Aligner(with_labels=True, idle_s=10.0)
     al.push(EVENTS, [rec("in", i, ts, b"") for i, ts in enumerate([1, 2, 3, 5, 8])])
     al.push(LABELS, [rec("lab", i, ts, b"") for i, ts in enumerate([3, 4, 9])])
+    yes = lambda: True  # noqa: E731
     order = []
     while True:
-        run = al.next_run(lambda: True, 0.0, max_batch=100)
+        run = al.next_run(yes, yes, 0.0, max_batch=100)
         if run is None:
             break
         order += [(run[0], r.timestamp) for r in run[1]]
     assert order == [(EVENTS, 1), (EVENTS, 2), (EVENTS, 3), (LABELS, 3), (LABELS, 4), (EVENTS, 5),
                      (EVENTS, 8)]
-    # the label stamped 9 is newer than every event read: it waits for events (idle_s at most)
-    assert al.next_run(lambda: True, 5.0, max_batch=100) is None
-    al.push(EVENTS, [rec("in", 5, 9, b"")])
+    # the label stamped 9 is newer than every event read: it waits for the input partition
+    assert al.next_run(yes, yes, 5.0, max_batch=100) is None
+    al.push(EVENTS, [rec("in", 5, 9, b""), rec("in", 6, 12, b"")])
     assert [(s, [r.timestamp for r in recs]) for s, recs in
-            (al.next_run(lambda: True, 6.0, 100), al.next_run(lambda: True, 6.0, 100))] == [
-        (EVENTS, [9]), (LABELS, [9])]
+            (al.next_run(yes, yes, 6.0, 100), al.next_run(yes, yes, 6.0, 100), al.next_run(yes, yes, 6.0, 100))] \
+        == [(EVENTS, [9]), (LABELS, [9]), (EVENTS, [12])]
 
 
 def test_aligner_waits_for_a_side_that_is_behind_then_gives_up_after_idle():
     al = Aligner(with_labels=True, idle_s=0.5)
     al.push(EVENTS, [rec("in", 0, 10, b"")])
-    assert al.next_run(lambda: False, now=100.0, max_batch=10) is None
-    assert al.next_run(lambda: False, now=100.4, max_batch=10) is None
-    side, recs = al.next_run(lambda: False, now=100.6, max_batch=10)
+    no, yes = (lambda: False), (lambda: True)
+    assert al.next_run(no, yes, now=100.0, max_batch=10) is None
+    assert al.next_run(no, yes, now=100.4, max_batch=10) is None
+    side, recs = al.next_run(no, yes, now=100.6, max_batch=10)
     assert side == EVENTS and len(recs) == 1
     al.push(LABELS, [rec("lab", 0, 5, b"")])
-    side, _ = al.next_run(lambda: True, now=0.0, max_batch=10)  # older than the events read: go
+    side, _ = al.next_run(yes, no, now=0.0, max_batch=10)  # older than the events read: go
     assert side == LABELS
     no_labels = Aligner(with_labels=False, idle_s=0.0)
     no_labels.push(EVENTS, [rec("in", i, 1, b"") for i in range(5)])
-    assert [len(no_labels.next_run(None, 0.0, 2)[1]) for _ in range(3)] == [2, 2, 1]
+    assert [len(no_labels.next_run(None, None, 0.0, 2)[1]) for _ in range(3)] == [2, 2, 1]
 
 
-def test_aligner_never_trusts_a_stale_caught_up_input_side_for_newer_labels():
-    """kafka-python fetches the two partitions independently: labels read from a newer fetch than
-    the input partition's must not be released because the input side looked caught up at its last
-    fetch (that dead-lettered their events' labels as unknown on a live stream)."""
+def test_a_label_waits_until_the_input_partition_was_read_past_it():
+    """The rule of issue 11: a label stamped T is released when an event stamped after T was
+    read (then its event, stamped <= T, was read too); while the input partition is behind it
+    waits however long that takes (a backlog never releases a label early, whatever the fetch
+    order); only an input partition that looks caught up lets it go after idle_s of poll time
+    (the end of a stream), and the owner then keeps it as an early label if its event is not
+    there.  The event watermark comes from the checkpoint, so a restart decides the same."""
     al = Aligner(with_labels=True, idle_s=0.5)
-    stale = lambda: True  # noqa: E731
+    behind, caught_up = (lambda: False), (lambda: True)
     al.push(EVENTS, [rec("in", i, 100 + i, b"") for i in range(3)])
-    assert al.next_run(stale, 0.0, 100)[0] == EVENTS  # watermark 102
+    assert al.next_run(caught_up, behind, 0.0, 100)[0] == EVENTS  # watermark 102
     al.push(LABELS, [rec("lab", i, 101 + i, b"") for i in range(4)])  # stamps 101..104
-    side, recs = al.next_run(stale, 0.0, 100)
-    assert side == LABELS and [r.timestamp for r in recs] == [101, 102]
-    assert al.next_run(stale, 0.1, 100) is None  # 103, 104: their events are not read yet
+    side, recs = al.next_run(caught_up, behind, 0.0, 100)
+    assert side == LABELS and [r.timestamp for r in recs] == [101]  # 102: an event stamped 102 may follow
+    for t in (0.1, 5.0, 500.0):  # the input partition is behind: the labels wait, however long
+        assert al.next_run(caught_up, behind, t, 100) is None
     al.push(EVENTS, [rec("in", 3, 103, b"")])
-    assert [r.timestamp for r in al.next_run(stale, 0.2, 100)[1]] == [103]
-    assert [r.timestamp for r in al.next_run(stale, 0.2, 100)[1]] == [103]
-    assert al.next_run(stale, 0.3, 100) is None
-    # no events come: after idle_s the rest goes, and a label backlog is then not throttled ...
-    assert [r.timestamp for r in al.next_run(stale, 0.85, 100)[1]] == [104]
+    assert [r.timestamp for r in al.next_run(caught_up, behind, 501.0, 100)[1]] == [102]
+    assert [r.timestamp for r in al.next_run(caught_up, behind, 501.0, 100)[1]] == [103]
+    assert al.next_run(caught_up, behind, 502.0, 100) is None
+    # the input partition looks caught up: after idle_s of poll time the rest goes, and a label
+    # backlog is then not throttled ...
+    assert al.next_run(caught_up, caught_up, 600.0, 100) is None
+    assert al.next_run(caught_up, caught_up, 600.4, 100) is None
+    assert [r.timestamp for r in al.next_run(caught_up, caught_up, 600.5, 100)[1]] == [103, 104]
     al.push(LABELS, [rec("lab", 9, 500, b""), rec("lab", 10, 501, b"")])
-    assert [r.timestamp for r in al.next_run(stale, 0.86, 1)[1]] == [500]
-    assert [r.timestamp for r in al.next_run(stale, 0.86, 1)[1]] == [501]
+    assert [r.timestamp for r in al.next_run(caught_up, caught_up, 600.6, 1)[1]] == [500]
+    assert [r.timestamp for r in al.next_run(caught_up, caught_up, 600.6, 1)[1]] == [501]
     # ... until events arrive again
     al.push(EVENTS, [rec("in", 4, 600, b"")])
     al.push(LABELS, [rec("lab", 11, 700, b"")])
-    assert al.next_run(stale, 0.9, 100)[0] == EVENTS
-    assert al.next_run(stale, 0.9, 100) is None
+    assert al.next_run(caught_up, caught_up, 601.0, 100)[0] == EVENTS
+    assert al.next_run(caught_up, caught_up, 601.0, 100) is None
+    # restarted from a checkpoint whose newest event was stamped 650: the label at 640 goes at once
+    again = Aligner(with_labels=True, idle_s=0.5, event_watermark=650)
+    again.push(LABELS, [rec("lab", 11, 640, b""), rec("lab", 12, 700, b"")])
+    assert [r.timestamp for r in again.next_run(caught_up, behind, 0.0, 100)[1]] == [640]
+    assert again.next_run(caught_up, behind, 9.0, 100) is None
 
 
 # --- the partition owner -----------------------------------------------------------------------
@@ -229,12 +243,50 @@ def test_delayed_labels_are_learned_once_and_late_ones_time_out():
     assert o.stats.learned == 5 and o.models[None].n_learned_ == 5 and len(o.pending) == 0
     got = reasons(sink)
     assert got.count("label_timeout") == 15
-    assert got[-3:] == ["unknown_event_id", "unknown_event_id", "malformed_json"]
+    # stamped 119.5 s, after every event read (119 s): their events may still come, so they wait
+    assert got[-2:] == ["label_timeout", "malformed_json"] and sorted(e.id for e in o.early) == ["e-15", "e-16", "nope"]
     timed_out = [d for d in sink.letters if d.reason_code.value == "label_timeout"]
     assert json.loads(timed_out[0].raw) == {"id": "e-0", "x": data[0][0]} and timed_out[0].offset == 0
     assert o.offsets == {"in:0": 20, "lab:0": 9}
     o.handle_events(ev[20:21], sink)  # stream time 120 s: nothing left to time out
     assert len(o.pending) == 1 and reasons(sink).count("label_timeout") == 15
+    # an event stamped 120 s was read: the events of labels stamped 119.5 s are not coming
+    assert reasons(sink)[-3:] == ["unknown_event_id"] * 3 and len(o.early) == 0
+    assert [d.offset for d in sink.letters[-3:]] == [5, 6, 7] and "120000 ms > 119500 ms" in sink.letters[-1].reason
+
+
+def test_a_label_before_its_event_is_kept_joined_when_the_event_comes_and_checkpointed(redis_server):
+    """A label the aligner let go without proof (the input partition looked caught up) is not
+    refused: it waits as an early label - across a checkpoint and a new owner - and is learned
+    once its event comes; the bounds drop the oldest with a dead letter naming the bound."""
+    from streammoe.state.redis_store import RedisStore
+
+    store = RedisStore.from_url(redis_server.url)
+    data = sea(6)
+    evs = [rec("in", i, 1000 + i, event_bytes(i, x)) for i, (x, _) in enumerate(data)]
+    lab = lambda off, j, ts: rec("lab", off, ts, json.dumps({"id": f"e-{j}", "y": data[j][1]}).encode())  # noqa: E731
+    cfg = OwnerConfig(base_name=f"early-{random.random()}", input_topic="in", labels_topic="lab",
+                      new_model=lambda: DriftMoE(**PARAMS), early_max=2)
+    first, sink = PartitionOwner.open(store, cfg, 0, DriftMoE.from_parts), make_sink()
+    first.handle_events(evs[:2], sink)
+    first.handle_labels([lab(0, 0, 1001), lab(1, 3, 1003), lab(2, 2, 1003)], sink)  # e-2, e-3 not read yet
+    assert first.stats.learned == 1 and sorted(e.id for e in first.early) == ["e-2", "e-3"] and not sink.letters
+    first.checkpoint(store, sink)
+    second, sink = PartitionOwner.open(store, cfg, 0, DriftMoE.from_parts), make_sink()
+    assert sorted(e.id for e in second.early) == ["e-2", "e-3"] and second.event_time_ms == 1001
+    second.handle_events(evs[2:4], sink)  # both events come: both labels are learned, in that run
+    assert second.stats.learned == 3 and len(second.early) == 0 and len(second.pending) == 1 and not sink.letters
+    # the count bound (2): a third early label pushes the oldest out, with its reason
+    second.handle_labels([lab(3, 5, 1010), lab(4, 4, 1010), rec("lab", 5, 1010, b'{"id": "ghost", "y": 1}')], sink)
+    assert reasons(sink) == ["early_label_evicted"] and sink.letters[0].offset == 3
+    assert "early_labels_max_count" in sink.letters[0].reason and sorted(e.id for e in second.early) == ["e-4", "ghost"]
+    expected = DriftMoE(**PARAMS)
+    for x, _ in data[:4]:
+        expected.predict_proba_one(x)
+    for j in (0, 2, 3):
+        expected.learn_one(*data[j])
+    # learned: e-0, then e-2 and e-3 right after the run of events that brought them
+    assert state_digest(second.models[None].state_parts()) == state_digest(expected.state_parts())
 
 
 def test_a_label_of_the_wrong_type_is_refused_and_the_event_keeps_waiting():

@@ -23,12 +23,13 @@ from faultkit import (
     stored_progress,
     tail,
 )
-from services import unique_name, wait_until
+from services import unique_name, wait_progressing
 from streammoe.state.redis_store import RedisStore
 
 N_EVENTS = 100_000
 KILLS = 3
 SEED = 20261125
+STALL_S = 180.0  # longest time without progress (stored offsets or daemon log) before a wait fails
 
 
 def test_sigkill_at_random_moments_then_restart_equals_the_uninterrupted_model(
@@ -48,8 +49,8 @@ def test_sigkill_at_random_moments_then_restart_equals_the_uninterrupted_model(
     for target in targets:
         proc = start_serve(env, log)
         try:
-            reached = wait_until(lambda: stored_progress(store, names) >= target or proc.poll() is not None,
-                                 240, interval=0.02)
+            reached = wait_progressing(lambda: stored_progress(store, names) >= target or proc.poll() is not None,
+                                       lambda: (stored_progress(store, names), log.stat().st_size), STALL_S, 0.02)
             assert reached and proc.poll() is None, tail(log)
             time.sleep(rng.uniform(0.0, 0.25))  # land somewhere between checkpoints
         finally:
@@ -57,7 +58,8 @@ def test_sigkill_at_random_moments_then_restart_equals_the_uninterrupted_model(
 
     proc = start_serve(env, log)
     try:
-        done = wait_until(lambda: stored_progress(store, names) == total or proc.poll() is not None, 300, 0.05)
+        done = wait_progressing(lambda: stored_progress(store, names) == total or proc.poll() is not None,
+                                lambda: (stored_progress(store, names), log.stat().st_size), STALL_S)
         assert done and proc.poll() is None, (stored_progress(store, names), tail(log))
     finally:
         stop_clean(proc, log)

@@ -8,7 +8,9 @@ Every record must end as exactly one outcome, and the books must balance:
   model refused it) or predicted - never both, never neither;
 * a predicted event waiting for a delayed label ends as exactly one of: still pending, joined
   with its label and learned, ``label_timeout`` or ``pending_evicted``;
-* a label record is either learned (joined) or dead-lettered with a reason - never both;
+* a label record is either learned (joined, at once or - an *early* label, whose event was not
+  read yet - when its event comes), dead-lettered with a reason, or still waiting as an early
+  label - exactly one of them;
 * ``owner.stats`` (predicted, learned, joined, dead counts by reason) equals what the sink saw;
 * the model equals an offline model fed only the accepted events and joined labels, in the same
   order - so a refused record never changed it - and a batch of refused records alone leaves the
@@ -43,6 +45,8 @@ IN, LAB = "in", "lab"
 LIMITS = DecodeLimits(max_bytes=400, max_features=5, max_id_chars=12, max_name_chars=8, max_label_chars=6)
 #: outcomes of a predicted event that waited for a label (its offset, on the input topic)
 AFTER_PREDICTION = {ReasonCode.LABEL_TIMEOUT, ReasonCode.PENDING_EVICTED}
+#: what an event batch may do to an early label (a label whose event had not been read)
+EARLY_OUTCOMES = {ReasonCode.UNKNOWN_EVENT_ID, ReasonCode.EARLY_LABEL_EVICTED, ReasonCode.UNKNOWN_LABEL}
 
 CONFIGS = {
     "delayed": dict(labels_topic=LAB),
@@ -165,6 +169,7 @@ class Books:
         fed += new
         n_pred, n_dead = len(sink.predictions), len(sink.letters)
         pending_before = {pe.id: pe for pe in o.pending}
+        early_before = {lab.offset: lab for lab in o.early}
         if topic == IN:
             assert o.handle_events(again + new, sink) == len(new), "redelivered records must be skipped"
         else:
@@ -174,15 +179,19 @@ class Books:
             assert isinstance(dl.reason_code, ReasonCode) and dl.reason.strip(), dl
             assert dl.partition == 0 and dl.topic in (IN, LAB), dl
         if topic == IN:
-            self._events(new, sink.predictions[n_pred:], letters)
+            self._events(new, sink.predictions[n_pred:], letters, early_before)
         else:
             assert not sink.predictions[n_pred:], "labels never produce predictions"
-            self._labels(new, letters, pending_before)
+            self._labels(new, letters, pending_before, early_before)
 
-    def _events(self, new: list, predictions: list, letters: list) -> None:
+    def _events(self, new: list, predictions: list, letters: list, early_before: dict) -> None:
         keyed = self.owner.cfg.keyed
         for dl in letters:
-            if dl.topic == IN and dl.reason_code not in AFTER_PREDICTION:
+            if dl.topic == LAB:  # an early label: proven unknown, over a bound, or of the wrong type
+                assert dl.reason_code in EARLY_OUTCOMES and dl.offset in early_before, dl
+                assert dl.offset not in self.label_dead and dl.raw == early_before[dl.offset].value, dl
+                self.label_dead[dl.offset] = dl
+            elif dl.reason_code not in AFTER_PREDICTION:
                 assert new[0].offset <= dl.offset <= new[-1].offset, f"dead letter of another batch: {dl}"
                 assert dl.offset not in self.refused, f"record {dl.offset} dead-lettered twice"
                 assert dl.raw == new[dl.offset - new[0].offset].value, "a dead letter carries the record"
@@ -200,11 +209,34 @@ class Books:
                                                           "latency_ms"}
             self.predicted[r.offset] = ev
             self.model(ev.key if keyed else None).predict_learn_many([ev.x], [ev.y])
+        # early labels that left without a dead letter were joined with an event of this batch:
+        # learned after its predictions, in the order of the events' first occurrence
+        early_after = {lab.offset for lab in self.owner.early}
+        joined = {lab.id: lab for off, lab in early_before.items()
+                  if off not in early_after and off not in self.label_dead}
+        waiting = {}  # id -> the last event of this batch that waits for a label (the pending one)
+        for r in accepted:
+            ev = self.predicted[r.offset]
+            if ev.y is None:
+                waiting[ev.id] = r.offset
+        for r in accepted:
+            lab = joined.pop(self.predicted[r.offset].id, None)
+            if lab is None:
+                continue
+            off = waiting[lab.id]
+            assert off not in self.joined, f"event {off} learned twice"
+            self.joined[off] = lab.offset
+            ev = self.predicted[off]
+            self.model(ev.key if keyed else None).learn_one(ev.x, lab.y)
+        assert not joined, f"early labels left without an outcome: {joined}"
 
-    def _labels(self, new: list, letters: list, pending_before: dict) -> None:
+    def _labels(self, new: list, letters: list, pending_before: dict, early_before: dict) -> None:
         learned_ids = set()
         for dl in letters:
-            if dl.topic == LAB:
+            if dl.topic == LAB and dl.offset in early_before:  # an early label pushed out (bound, same id)
+                assert dl.reason_code == ReasonCode.EARLY_LABEL_EVICTED and dl.offset not in self.label_dead, dl
+                self.label_dead[dl.offset] = dl
+            elif dl.topic == LAB:
                 assert new[0].offset <= dl.offset <= new[-1].offset and dl.offset not in self.label_dead, dl
                 assert dl.raw == new[dl.offset - new[0].offset].value
                 self.label_dead[dl.offset] = dl
@@ -215,6 +247,8 @@ class Books:
                 continue
             msg = decode_label(r.value, LIMITS)
             assert not isinstance(msg, DeadLetter), f"learned a label the decoder refuses: {r.value!r}"
+            if any(lab.offset == r.offset for lab in self.owner.early):
+                continue  # early: its event was not read yet (or left before the label's time)
             pe = pending_before.get(msg.id)
             assert pe is not None and msg.id not in learned_ids, f"label {r.offset} learned without its event"
             learned_ids.add(msg.id)
@@ -246,8 +280,10 @@ class Books:
             for reason in sorted({dl.reason_code.value for dl in sink.letters}):
                 event(f"dead letter: {reason}")
             event(f"predictions: {'some' if self.predicted else 'none'}; joined: {'some' if self.joined else 'none'}")
-        # every label record: learned xor dead-lettered
-        assert len(self.joined) + len(self.label_dead) == n_lab
+        # every label record: learned xor dead-lettered xor still waiting for its event
+        early = {lab.offset for lab in o.early}
+        assert early.isdisjoint(self.label_dead) and early.isdisjoint(self.joined.values())
+        assert len(self.joined) + len(self.label_dead) + len(early) == n_lab
         # counters agree with the sink
         st_ = o.stats
         assert st_.events == n_in and st_.labels == n_lab
@@ -361,6 +397,8 @@ def test_checkpointed_books_survive_a_reopen(name, steps_, redis_server):
     books = run(cfg, steps_, owner=first, after_step=lambda b: b.owner.checkpoint(store, b.sink))
     again = PartitionOwner.open(store, cfg, 0, DriftMoE.from_parts)
     assert again.stats == first.stats and again.offsets == first.offsets
+    assert [lab.to_json() for lab in again.early] == [lab.to_json() for lab in first.early]
+    assert again.event_time_ms == first.event_time_ms
     assert sorted((pe.id, pe.offset, pe.y_pred) for pe in again.pending) == \
         sorted((pe.id, pe.offset, pe.y_pred) for pe in first.pending)
     assert {k: state_digest(m.state_parts()) for k, m in again.models.items()} == \

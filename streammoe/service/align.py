@@ -1,34 +1,45 @@
 """Event-time alignment of one input partition with its labels partition.
 
-Why: Kafka fetches the input partition and the labels partition independently, so a poll
-may hand the daemon a label before the event it refers to, or a long run of events while
-their labels already sit in the other partition.  Processing them in arrival order would
-make the result depend on fetch timing: a label could be dead-lettered as unknown because
-its event had not been read yet, and two runs over the same records could learn in a
-different order.  The aligner releases records in the order of their Kafka timestamps
-(ties: events first), the way Kafka Streams merges co-partitioned inputs, so the order the
-model sees is a pure function of the records.
+Why: Kafka fetches the input partition and the labels partition independently (kafka-python
+even fetches the partitions of one topic independently), so a poll may hand the daemon a label
+before the event it refers to, or a long run of events while their labels already sit in the
+other partition.  Processing them in arrival order would make the result depend on fetch
+timing: a label could be refused because its event had not been read yet, and two runs over
+the same records could learn in a different order.  The aligner releases records in the order
+of their Kafka timestamps (ties: events first), the way Kafka Streams merges co-partitioned
+inputs, so the order the model sees is a pure function of the records.
 
-A side with no queued records is only skipped when it is *caught up* (everything the broker
-had was read); otherwise the other side waits, at most ``idle_s`` seconds, after which it
-is processed anyway (live streams must not stall when the labels producer is down).
+**The rule for labels** (the contract: a label is produced after its event, so its timestamp
+is not before its event's; the timestamps of an input partition do not go backwards - true for
+one producer per partition with CreateTime, and for LogAppendTime):
 
-Labels are held to a stricter rule than events.  "Caught up" is judged from the high watermark
-of the partition's last fetch response, and kafka-python fetches the two partitions in
-independent requests: the input partition can look caught up from a response that predates
-the labels just read.  Releasing those labels would dead-letter every label whose event was
-produced between the two responses as ``unknown_event_id`` (measured: thousands per second on a
-live stream that the daemon trailed).  So, with no queued events, a label is released only when
-its timestamp is not after the newest event already released (the *event watermark*: its
-event, which precedes it in event time, has then been read); a newer label waits for events, at
-most ``idle_s``, after which the queued labels go (and further labels do not wait again until
-new events arrive: a label backlog after a restart is not throttled).  A fresh end-offset
-request could shorten that wait, but the test broker (Tansu) answers ListOffsets with wrong
-offsets, so nothing here relies on it.  Events are not held back that way, because a prediction
-must not wait for labels that may come much later: on a live stream the interleaving of a label
-and the events around it can therefore depend on fetch timing (on a backlog it cannot).  The
-cost of the rule: the last labels of a stream, stamped after its last event, are learned
-``idle_s`` late.
+* A label stamped ``T`` is released only once the input partition has been read *past* ``T``:
+  an event stamped later than ``T`` is queued (the merge releases the events up to ``T`` first)
+  or was already released (the *event watermark*, kept across checkpoints).  Then its event,
+  stamped ``<= T``, has been read: if it is not waiting for a label it never will be, and the
+  label may be refused as ``unknown_event_id`` (see :mod:`.early`).
+* Otherwise the label waits, however long the input partition takes to be fetched, while that
+  partition is behind (its position is before the high watermark of its last fetch response,
+  or it has not answered a fetch yet).  A backlog therefore never releases a label early,
+  whatever the fetch order.
+* Only when the input partition looks caught up and the label has waited ``idle_s`` of *poll
+  time* (time the daemon spent waiting in ``poll``, not time spent processing other
+  partitions) is it released without proof - at the end of a stream, the last labels are
+  stamped with (or after) the last event, and no later event will come to prove anything.  The
+  owner then joins it if its event is waiting, and otherwise keeps it as an *early label*
+  (bounded, checkpointed) until its event comes or the proof holds: it is never refused for
+  fetch timing.  A fetch response's high watermark can be older than the label (the two
+  partitions are fetched in separate requests), which is why it only gates the wait and
+  proves nothing; nothing relies on broker end offsets (ListOffsets), which the test broker
+  (Tansu) answers wrongly.
+
+Events are not held back that way, because a prediction must not wait for labels that may come
+much later: with no queued label, events wait for the labels partition only while it is behind,
+at most ``idle_s`` of poll time.  On a live stream the interleaving of a label and the events
+around it can therefore depend on fetch timing (learning order, not which labels are learned);
+on a backlog it cannot.  The cost of the rule: the labels of a stream's last events are learned
+``idle_s`` (of poll time) after the input partition was read to its end, and on a live stream a
+label stamped like the newest event waits for the next event (or ``idle_s``).
 """
 from __future__ import annotations
 
@@ -43,16 +54,20 @@ LABELS = "labels"
 
 class Aligner:
     """Queues of polled-but-unprocessed records of one input partition (and its labels
-    partition, when ``with_labels``), released in event-time order by :meth:`next_run`."""
+    partition, when ``with_labels``), released in event-time order by :meth:`next_run`.
 
-    def __init__(self, with_labels: bool, idle_s: float):
+    ``event_watermark`` (ms) is the timestamp of the newest event released so far; pass the
+    one stored with the partition's checkpoint so a restarted daemon decides as the old one
+    would have."""
+
+    def __init__(self, with_labels: bool, idle_s: float, event_watermark: Optional[int] = None):
         self.with_labels = with_labels
         self.idle_s = float(idle_s)
         self.events: deque = deque()
         self.labels: deque = deque()
         self._waiting_since: Optional[float] = None
         #: timestamp of the newest event released so far (``None`` before the first)
-        self.event_watermark: Optional[int] = None
+        self.event_watermark: Optional[int] = event_watermark
         #: labels waited ``idle_s`` for events and none came: stop waiting until events arrive
         self._labels_gave_up = False
 
@@ -79,14 +94,15 @@ class Aligner:
         self.events.clear()
         self.labels.clear()
         self._waiting_since = None
-        self.event_watermark = None
         self._labels_gave_up = False
 
-    def next_run(self, labels_caught_up: Callable[[], bool], now: float, max_batch: int) -> Optional[tuple[str, list[Any]]]:
+    def next_run(self, labels_caught_up: Callable[[], bool], input_caught_up: Callable[[], bool], now: float,
+                 max_batch: int) -> Optional[tuple[str, list[Any]]]:
         """The next run of records to process - ``(EVENTS, records)`` or ``(LABELS, records)``
-        - or ``None`` when nothing may be processed yet.  ``labels_caught_up`` (from the last
-        fetch) is asked only when events wait and the labels queue is empty; whether the input
-        side is caught up is never asked (see the module docstring)."""
+        - or ``None`` when nothing may be processed yet.  ``now`` is the daemon's poll clock
+        (seconds spent waiting in ``poll``); ``labels_caught_up`` / ``input_caught_up`` say
+        whether a side has read everything its last fetch response reported (asked only
+        when that side's queue is empty and the other side waits)."""
         ev, lab = self.events, self.labels
         if not self.with_labels:
             return self._events_run(_take(ev, max_batch, None, True)) if ev else None
@@ -98,27 +114,36 @@ class Aligner:
         if not ev and not lab:
             self._waiting_since = None
             return None
-        wm = self.event_watermark
-        if lab and wm is not None and lab[0].timestamp <= wm:
-            self._waiting_since = None
-            return LABELS, _take(lab, max_batch, wm, True)
-        if ev and labels_caught_up():
+        if lab:
+            wm = self.event_watermark
+            if wm is not None and lab[0].timestamp < wm:  # the input partition was read past it
+                self._waiting_since = None
+                return LABELS, _take(lab, max_batch, wm, False)
+            if self._labels_gave_up:
+                return LABELS, _take(lab, max_batch, None, True)
+            if not input_caught_up():  # its event may be in what is not fetched yet: wait
+                self._waiting_since = None
+                return None
+            if not self._idle(now):
+                return None
+            self._labels_gave_up = True
+            return LABELS, _take(lab, max_batch, None, True)
+        if labels_caught_up() or self._idle(now):
             self._waiting_since = None
             return self._events_run(_take(ev, max_batch, None, True))
-        if lab and self._labels_gave_up:
-            return LABELS, _take(lab, max_batch, None, True)
+        return None
+
+    def _idle(self, now: float) -> bool:
+        """Start (or continue) a wait; True once it lasted ``idle_s`` (the wait then ends)."""
         if self._waiting_since is None:
             self._waiting_since = now
         if now - self._waiting_since < self.idle_s:
-            return None
+            return False
         self._waiting_since = None
-        if ev:
-            return self._events_run(_take(ev, max_batch, None, True))
-        self._labels_gave_up = True
-        return LABELS, _take(lab, max_batch, None, True)
+        return True
 
     def _events_run(self, records: list) -> tuple[str, list]:
-        ts = records[-1].timestamp
+        ts = max(r.timestamp for r in records)
         if self.event_watermark is None or ts > self.event_watermark:
             self.event_watermark = ts
         return EVENTS, records

@@ -29,6 +29,9 @@ What happens, in order:
 Redis is the source of truth for offsets; committing them to Kafka as well
 (``serve.commit_kafka_offsets``) only feeds lag tools.
 
+Checkpoints - when they are due, how a failed one is retried, the store calls that block - are
+:mod:`.checkpointing`'s job; the loop asks it once per step.
+
 Redis unreachable (restarted, failed over, network cut) - the daemon waits, it does not exit:
 
 * A checkpoint that fails with a connection error is counted
@@ -58,8 +61,9 @@ import time
 from typing import Any, Callable, Optional
 
 from .align import EVENTS, LABELS, Aligner
-from .backoff import Backoff
+from .checkpointing import Checkpointer
 from .deadletter import encode_dead_letter
+from .errors import DaemonError, StateRefusedError
 from .logs import log_event
 from .metrics import DaemonMetrics, HttpServer
 from .owner import OwnerConfig, PartitionOwner, state_name
@@ -72,14 +76,6 @@ log = logging.getLogger("streammoe.serve")
 
 #: Room left for headers and the record envelope when a dead letter's value must be cut.
 _DLQ_HEADROOM = 64 * 1024
-
-
-class DaemonError(RuntimeError):
-    """The daemon cannot (continue to) run; the message says why and what to do."""
-
-
-class StateRefusedError(DaemonError):
-    """The stored state of a partition failed its integrity (HMAC) or format check."""
 
 
 def make_store(settings: Settings, ping: bool = True) -> Any:
@@ -207,15 +203,19 @@ class Daemon:
         self._send_errors = 0
         self._send_error: Optional[str] = None
         self._last_loop = time.monotonic()
-        self._store_backoff = Backoff(settings.redis.retry_base_s, settings.redis.retry_cap_s)
         self._rate_mark = (time.monotonic(), 0)
+        self._poll_clock = 0.0
         self._next_refresh = 0.0
-        self._kafka_commit: dict = {}
         self._thread: Optional[threading.Thread] = None
         self._consumer: Any = None
         self._producer: Any = None
         self.http: Optional[HttpServer] = None
         self._sink = _Sink(self)
+        self.checkpoints = Checkpointer(
+            settings, self.metrics, sink=self._sink, flush=self._flush, on_fenced=self._drop_fenced,
+            offsets_for=self._kafka_offsets if settings.serve.commit_kafka_offsets else None,
+            stopping=self._stop.is_set)
+        self.checkpoints.store = store
         self.error: Optional[BaseException] = None
         self._blas_limit: Any = None
         self._pred_partitions = 1
@@ -234,7 +234,8 @@ class Daemon:
             if self.store is None:
                 # Redis may come up after the daemon (compose, restarts): wait for it with the backoff
                 # (a Redis Cluster client connects while it is made, so making it is retried too)
-                self.store = self._retrying("connect", lambda: make_store(s))
+                store = self.checkpoints.retrying("connect", lambda: make_store(s))
+                self.store = self.checkpoints.store = store
             self._producer = make_sender(s.kafka.producer_kwargs(**self._producer_overrides),
                                          in_child=s.serve.producer_process)
             kw = s.kafka.consumer_kwargs(**{"partition_assignment_strategy": (RangePartitionAssignor,),
@@ -335,8 +336,8 @@ class Daemon:
             with self._lock:
                 try:
                     if checkpoint and self.owners:
-                        self._checkpoint(list(self.owners.values()), reason="shutdown")
-                        if self._store_backoff.failing:
+                        self.checkpoints.checkpoint(list(self.owners.values()), reason="shutdown")
+                        if self.checkpoints.failing:
                             checkpoint = False
                             log_event(log, logging.ERROR, "final checkpoint failed: Redis is unreachable; the next "
                                       "owner re-processes from the last checkpoint")
@@ -374,33 +375,39 @@ class Daemon:
 
     # --- the loop --------------------------------------------------------------------------
     def _step(self) -> None:
-        backoff = self._store_backoff
+        """One turn of the loop: poll -> align and process -> checkpoint."""
+        records = self._poll()
+        ck = self.checkpoints
+        with self._lock:
+            self._enqueue(records)
+            if ck.failing:  # nothing is processed until Redis is back
+                ck.retry_if_ready(self.owners.values())
+            else:
+                self._process()
+            self._producer.ship()
+            ck.checkpoint_due(self.owners.values())
+        offsets = ck.kafka_offsets()
+        if offsets:
+            self._consumer.commit_async(offsets=offsets)
+        self._last_loop = time.monotonic()
+        if self._last_loop >= self._next_refresh:
+            self.refresh_metrics()
+            self._next_refresh = self._last_loop + self.settings.serve.metrics_interval_s
+
+    def _poll(self) -> dict:
+        backoff = self.checkpoints.backoff
         busy = any(a.events or a.labels for a in list(self._aligners.values()))
         timeout = 20 if busy else self.settings.serve.poll_timeout_ms
         if backoff.failing:  # nothing to process until Redis is back: poll until the next retry
             timeout = int(min(self.settings.serve.poll_timeout_ms,
                               max(1.0, 1000 * (backoff.next_try - time.monotonic()))))
+        t_poll = time.monotonic()
         records = self._consumer.poll(timeout_ms=timeout)
+        # the aligner's waits count time spent waiting for records, not time spent processing
+        self._poll_clock += time.monotonic() - t_poll
         if self._fatal is not None:
             raise self._fatal
-        with self._lock:
-            self._enqueue(records)
-            if backoff.failing:
-                if backoff.ready():
-                    self._retry_store()
-            else:
-                self._process()
-            self._producer.ship()
-            now = time.monotonic()
-            due = [o for o in self.owners.values()
-                   if o.due(self.settings.checkpoint.every_events, self.settings.checkpoint.every_seconds, now)]
-            if due and not backoff.failing:
-                self._checkpoint(due, reason="policy")
-        self._commit_kafka()
-        self._last_loop = time.monotonic()
-        if self._last_loop >= self._next_refresh:
-            self.refresh_metrics()
-            self._next_refresh = self._last_loop + self.settings.serve.metrics_interval_s
+        return records
 
     def _enqueue(self, records: dict) -> None:
         k = self.settings.kafka
@@ -427,12 +434,13 @@ class Daemon:
             owner, aligner = self.owners.get(p), self._aligners.get(p)
             if owner is None or aligner is None:
                 continue
-            _, tp_lab = self._tps(p)
+            tp_in, tp_lab = self._tps(p)
             every = self.settings.checkpoint.every_events
             while not self._stop.is_set():
                 # a run ends where the next checkpoint is due, so checkpoints land every N records
                 room = max(1, min(max_batch, every - owner.events_since_checkpoint))
-                run = aligner.next_run(lambda: self._caught_up(tp_lab), time.monotonic(), room)
+                run = aligner.next_run(lambda: self._caught_up(tp_lab), lambda: self._caught_up(tp_in),
+                                       self._poll_clock, room)
                 if run is None:
                     break
                 side, recs = run
@@ -445,11 +453,11 @@ class Daemon:
                 m.records.labels(side).inc(n)
                 m.predictions.inc(owner.stats.predicted - before[0])
                 m.learned.inc(owner.stats.learned - before[1])
-                if owner.due(self.settings.checkpoint.every_events, self.settings.checkpoint.every_seconds):
-                    self._checkpoint([owner], reason="policy")
+                if self.checkpoints.due([owner]):
+                    self.checkpoints.checkpoint([owner], reason="policy")
                     if p not in self.owners:
                         break  # fenced
-                    if self._store_backoff.failing:
+                    if self.checkpoints.failing:
                         return  # Redis is unreachable: process nothing more until a retry succeeds
 
     def _tps(self, p: int) -> tuple:
@@ -483,105 +491,15 @@ class Daemon:
                               f"(first error: {self._send_error!r}); stopping without a checkpoint so a "
                               f"restart re-processes them")
 
-    def _checkpoint(self, owners: list, reason: str) -> None:
-        """Flush the producer, then commit each owner (see :meth:`PartitionOwner.checkpoint`).
-
-        Redis unreachable: the failure is counted and logged, the remaining owners are not
-        tried (they share the one Redis), and the backoff schedules the retry (see the module
-        docstring for why retrying the same changes is safe).  Redis back without our data:
-        :class:`DaemonError`."""
-        from ..state.redis_store import FencedError, StateLostError, StoreUnavailableError
-
-        self._flush()
-        for owner in owners:
-            if not owner.changed:
-                continue
-            t0 = time.perf_counter()
-            try:
-                owner.checkpoint(self.store, self._sink)
-            except FencedError as exc:
-                self._drop_fenced(owner, exc)
-                continue
-            except StateLostError as exc:
-                raise DaemonError(f"{exc}; stopping without writing so nothing partial is stored (run Redis "
-                                  f"with persistence, e.g. appendonly yes)") from exc
-            except StoreUnavailableError as exc:
-                self.metrics.checkpoint_failures.inc()
-                self._store_failed("checkpoint", exc, partition=owner.partition, reason=reason)
-                return
-            dt = time.perf_counter() - t0
-            self._store_ok()
-            self.metrics.checkpoints.inc()
-            self.metrics.checkpoint_seconds.observe(dt)
-            self._queue_kafka_commit(owner)
-            log_event(log, logging.DEBUG, "checkpoint", partition=owner.partition, epoch=owner.epoch,
-                      offsets=dict(owner.offsets), pending=len(owner.pending), seconds=round(dt, 4), reason=reason)
-
-    def _store_failed(self, op: str, exc: BaseException, **fields: Any) -> float:
-        """Count and log a failed Redis operation; returns the wait before the next attempt."""
-        wait = self._store_backoff.failure()
-        self.metrics.store_retries.labels(op).inc()
-        log_event(log, logging.WARNING, f"Redis unreachable, {op} will be retried: {exc}", op=op,
-                  attempt=self._store_backoff.failures, retry_in_s=round(wait, 3), **fields)
-        return wait
-
-    def _store_ok(self) -> None:
-        failures = self._store_backoff.failures
-        down = self._store_backoff.success()
-        if down is not None:
-            log_event(log, logging.INFO, "Redis reachable again, resuming", failed_attempts=failures,
-                      outage_s=round(down, 3))
-
-    def _retry_store(self) -> None:
-        """The backoff expired: commit what is waiting, or (nothing to commit, e.g. the
-        partition was revoked meanwhile) just PING, so processing resumes either way."""
-        from ..state.redis_store import StoreUnavailableError
-
-        changed = [o for o in self.owners.values() if o.changed]
-        if changed:
-            self._checkpoint(changed, reason="retry")
-            return
-        try:
-            self.store.ping()
-        except StoreUnavailableError as exc:
-            self._store_failed("ping", exc)
-            return
-        self._store_ok()
-
-    def _retrying(self, op: str, fn: Callable[[], Any], **fields: Any) -> Any:
-        """``fn()``, retried with the backoff while Redis is unreachable, for at most
-        ``redis.retry_max_s`` (then the last error is raised); for calls that must block.
-        Refused credentials are raised at once: retrying cannot fix them."""
-        from ..state.redis_store import StoreAuthError, StoreUnavailableError
-
-        deadline = time.monotonic() + self.settings.redis.retry_max_s
-        while True:
-            try:
-                out = fn()
-            except StoreAuthError:
-                raise
-            except StoreUnavailableError as exc:
-                if self._stop.is_set() or time.monotonic() >= deadline:
-                    raise
-                time.sleep(min(self._store_failed(op, exc, **fields), max(0.0, deadline - time.monotonic())))
-                continue
-            self._store_ok()
-            return out
-
-    def _queue_kafka_commit(self, owner: PartitionOwner) -> None:
-        if not self.settings.serve.commit_kafka_offsets:
-            return
+    def _kafka_offsets(self, owner: PartitionOwner) -> dict:
+        """The checkpointed offsets of ``owner`` as kafka-python wants them (for lag tools)."""
         from kafka import OffsetAndMetadata
 
-        tp_in, tp_lab = self._tps(owner.partition)
-        for tp, key in ((tp_in, owner.input_key), (tp_lab, owner.labels_key)):
+        out = {}
+        for tp, key in zip(self._tps(owner.partition), (owner.input_key, owner.labels_key)):
             if tp is not None and key in owner.offsets:
-                self._kafka_commit[tp] = OffsetAndMetadata(owner.offsets[key], "", -1)
-
-    def _commit_kafka(self) -> None:
-        if self._kafka_commit:
-            offsets, self._kafka_commit = self._kafka_commit, {}
-            self._consumer.commit_async(offsets=offsets)
+                out[tp] = OffsetAndMetadata(owner.offsets[key], "", -1)
+        return out
 
     def _drop_fenced(self, owner: PartitionOwner, exc: BaseException) -> None:
         p = owner.partition
@@ -633,8 +551,8 @@ class Daemon:
             if p in self.owners:
                 continue
             try:
-                owner = self._retrying("claim", lambda: PartitionOwner.open(self.store, self.cfg, p, self._from_parts),
-                                       partition=p)
+                owner = self.checkpoints.retrying(
+                    "claim", lambda: PartitionOwner.open(self.store, self.cfg, p, self._from_parts), partition=p)
             except (ValueError, KeyError) as exc:  # StateFormatError (HMAC, not our format) is a ValueError
                 self._refuse_state(p, exc)
             with_labels = k.labels_topic is not None and p in label_parts
@@ -642,7 +560,8 @@ class Daemon:
                 log_event(log, logging.WARNING, "input partition assigned without its labels partition; "
                           "delayed labels of this partition cannot be joined here", partition=p)
             self.owners[p] = owner
-            self._aligners[p] = Aligner(with_labels, self.settings.serve.align_idle_ms / 1000.0)
+            self._aligners[p] = Aligner(with_labels, self.settings.serve.align_idle_ms / 1000.0,
+                                        event_watermark=owner.event_time_ms)
             self.fenced.discard(p)
             tp_in, tp_lab = self._tps(p)
             self._seek(tp_in, owner.offsets.get(owner.input_key))
@@ -683,7 +602,7 @@ class Daemon:
                 owners = [self.owners[p] for p in parts if p in self.owners]
                 if owners:
                     try:
-                        self._checkpoint(owners, reason="lost" if lost else "revoked")
+                        self.checkpoints.checkpoint(owners, reason="lost" if lost else "revoked")
                     except (DaemonError, StoreUnavailableError) as exc:
                         log_event(log, logging.ERROR, f"could not checkpoint revoked partitions: {exc}",
                                   partitions=parts)
@@ -714,6 +633,7 @@ class Daemon:
                 if st.scored:
                     m.accuracy.labels(label).set(st.correct / st.scored)
                 m.pending.labels(label).set(len(owner.pending))
+                m.early_labels.labels(label).set(len(owner.early))
                 m.checkpoint_age.labels(label).set(now - owner.last_checkpoint if owner.changed else 0.0)
                 usage = None
                 actions: dict[str, int] = {}
@@ -764,7 +684,7 @@ class Daemon:
             problems.append(f"main loop silent for {loop_age:.0f} s")
         if self.fenced:
             problems.append(f"fenced partitions {sorted(self.fenced)}: another owner took them")
-        since = self._store_backoff.failing_since
+        since = self.checkpoints.backoff.failing_since
         if since is not None and now - since > ckpt_limit:
             problems.append(f"Redis unreachable for {now - since:.0f} s (checkpoints waiting)")
         info = {"status": "ok" if not problems else "unhealthy", "problems": problems,

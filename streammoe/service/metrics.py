@@ -46,6 +46,8 @@ class DaemonMetrics:
                                   ["partition", "action"], registry=r)
         self.pending = Gauge("streammoe_pending_labels", "Events waiting for a delayed label",
                              ["partition"], registry=r)
+        self.early_labels = Gauge("streammoe_early_labels", "Labels waiting for an event the input partition "
+                                  "has not delivered yet (see service.early)", ["partition"], registry=r)
         self.checkpoint_age = Gauge("streammoe_checkpoint_age_seconds",
                                     "Seconds since the last checkpoint of a partition with unsaved changes "
                                     "(0 when everything is saved)", ["partition"], registry=r)
@@ -68,7 +70,7 @@ class DaemonMetrics:
     def forget_partition(self, partition: int, topics: tuple) -> None:
         """Drop the labelled gauges of a partition this daemon no longer owns."""
         p = str(partition)
-        for gauge in (self.accuracy, self.pending, self.checkpoint_age):
+        for gauge in (self.accuracy, self.pending, self.early_labels, self.checkpoint_age):
             _remove(gauge, p)
         for topic in topics:
             if topic:

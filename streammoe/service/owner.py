@@ -15,8 +15,9 @@ Redis layout (one state hash per partition, see :mod:`streammoe.state.redis_stor
   either as one keyed pool (``serve.keyed_engine = "pool"``: a :class:`KeyedDriftMoE`, parts
   under ``pool/``, see :mod:`streammoe.service.keyed_pool`) or one DriftMoE per key under
   ``k/<url-quoted key>/<part>`` (``"models"``); either way all keys of a partition commit atomically;
-* extras: ``daemon`` (counters, stream time, pending sequence: JSON) and ``guard:<key>``
-  (the feature set / label type an event must match: JSON);
+* extras: ``daemon`` (counters, stream time, event watermark, pending sequence: JSON),
+  ``guard:<key>`` (the feature set / label type an event must match: JSON) and ``early``
+  (labels that came before their event, :mod:`.early`: JSON);
 * offsets ``<topic>:<partition>`` for the input and labels partitions.
 
 Checks made on decoded events, in order (each failure is a dead letter with its reason):
@@ -41,16 +42,18 @@ from urllib.parse import quote, unquote
 from .. import __version__
 from ..state.redis_store import CommitResult
 from .keyed_pool import KeyedPool, pool_params, split_pool_parts
+from .early import EarlyLabel, EarlyLabels
 from .pending import PendingEvent, PendingLabels
 from .schema import DeadLetter, DecodeLimits, Event, ReasonCode, decode_event, decode_label, encode_prediction
 
 __all__ = ["OwnerConfig", "PartitionOwner", "Sink", "Guard", "state_name", "part_prefix", "split_part",
-           "DAEMON_EXTRA", "GUARD_EXTRA"]
+           "DAEMON_EXTRA", "GUARD_EXTRA", "EARLY_EXTRA"]
 
 log = logging.getLogger("streammoe.serve")
 
 DAEMON_EXTRA = "daemon"
 GUARD_EXTRA = "guard:"
+EARLY_EXTRA = "early"
 _DAEMON_FORMAT = "streammoe/daemon@1"
 _LABEL_TYPES = {"bool": bool, "int": int, "str": str}
 
@@ -93,6 +96,8 @@ class OwnerConfig:
     pending_max: int = 100_000
     pending_ttl_s: float = 3600.0
     pending_max_bytes: Optional[int] = 64 * 1024 * 1024
+    early_max: int = 10_000
+    early_max_bytes: int = 4 * 1024 * 1024
     keyed: bool = False
     max_keys: int = 10_000
     strict_features: bool = True
@@ -114,6 +119,7 @@ class OwnerConfig:
             limits=DecodeLimits(**{k: getattr(settings.limits, k) for k in DecodeLimits.model_fields}),
             pending_max=settings.limits.pending_max_count, pending_ttl_s=settings.limits.pending_ttl_s,
             pending_max_bytes=settings.limits.pending_max_bytes,
+            early_max=settings.limits.early_labels_max_count, early_max_bytes=settings.limits.early_labels_max_bytes,
             keyed=serve.model_per == "key", max_keys=serve.max_keys_per_partition,
             strict_features=serve.feature_policy == "strict",
             classes=tuple(serve.classes) if serve.classes is not None else None,
@@ -179,6 +185,7 @@ class PartitionOwner:
                  guards: Optional[dict] = None, offsets: Optional[dict] = None,
                  pending: Optional[PendingLabels] = None, stream_time: float = float("-inf"),
                  stats: Optional[OwnerStats] = None, stored_parts: Optional[dict] = None,
+                 early: Optional[EarlyLabels] = None, event_time_ms: Optional[int] = None,
                  pool: Optional[KeyedPool] = None):
         self.cfg = cfg
         self.partition = int(partition)
@@ -195,6 +202,10 @@ class PartitionOwner:
         self.pending = pending or PendingLabels(cfg.pending_max, cfg.pending_ttl_s,
                                                 max_bytes=cfg.pending_max_bytes)
         self.stream_time = stream_time
+        #: timestamp (ms) of the newest event read on the input partition: labels stamped before it
+        #: whose event is not pending are proven unknown (see :mod:`.early`)
+        self.event_time_ms = event_time_ms
+        self.early = early or EarlyLabels(cfg.early_max, cfg.early_max_bytes, cfg.pending_ttl_s)
         self.stats = stats or OwnerStats()
         # part names stored in Redis per model key (to remove parts a shrinking pool dropped)
         self._stored: dict[Optional[str], set[str]] = {k: set(v) for k, v in (stored_parts or {}).items()}
@@ -230,6 +241,8 @@ class PartitionOwner:
         models = {key: model_from_parts(parts) for key, parts in by_key.items()}
         guards: dict[Optional[str], Guard] = {}
         daemon: dict = {}
+        early = EarlyLabels.from_blob(ck.extra.get(EARLY_EXTRA), cfg.early_max, cfg.early_max_bytes,
+                                      cfg.pending_ttl_s)
         for xname, blob in ck.extra.items():
             if xname == DAEMON_EXTRA:
                 daemon = json.loads(blob)
@@ -239,10 +252,12 @@ class PartitionOwner:
         pending = PendingLabels.restore(store.pending_load(name), cfg.pending_max, cfg.pending_ttl_s,
                                         int(daemon.get("pending_seq", 0)), cfg.pending_max_bytes)
         st = daemon.get("stream_time")
+        et = daemon.get("event_time_ms")
         owner = cls(cfg, partition, epoch, models=models, guards=guards, offsets=ck.offsets, pending=pending,
                     stream_time=float(st) if st is not None else float("-inf"),
                     stats=OwnerStats.from_json(daemon.get("stats", {})),
-                    stored_parts={k: set(v) for k, v in by_key.items()}, pool=pool)
+                    stored_parts={k: set(v) for k, v in by_key.items()}, early=early,
+                    event_time_ms=int(et) if et is not None else None, pool=pool)
         owner.last_checkpoint_wall = ck.ts
         return owner
 
@@ -272,6 +287,8 @@ class PartitionOwner:
             t = rec.timestamp / 1000.0
             if t > self.stream_time:
                 self.stream_time = t
+            if self.event_time_ms is None or rec.timestamp > self.event_time_ms:
+                self.event_time_ms = rec.timestamp
             ev = decode_event(rec.value, cfg.limits, topic=cfg.input_topic, partition=self.partition,
                               offset=rec.offset)
             if isinstance(ev, DeadLetter):
@@ -294,8 +311,33 @@ class PartitionOwner:
         if accepted:
             results = self._predict_groups(accepted, groups, sink)
             self._emit(accepted, results, sink)
+        if self.early:
+            self._settle_early(accepted, sink)
         self._expire(sink)
         return consumed
+
+    def _settle_early(self, accepted: list, sink: Sink) -> None:
+        """After a run of events: join the early labels whose event came, then refuse those
+        the input partition has been read past (see :mod:`.early`)."""
+        early, pending = self.early, self.pending
+        joined: list = []
+        for _, ev, _ in accepted:
+            if ev.id in early and ev.id in pending:
+                lab = early.pop(ev.id)
+                pe = pending.get(ev.id)
+                guard = self.guards.get(pe.key) or self._new_guard(pe.key)
+                problem = self._check_label(guard, lab.y)
+                if problem:
+                    self._learn_joined(joined, sink)
+                    self._dead(sink, DeadLetter(ReasonCode.UNKNOWN_LABEL, problem + " (the event keeps waiting)",
+                                                lab.value, self.cfg.labels_topic, self.partition, lab.offset), lab.key)
+                    continue
+                pending.pop(ev.id)
+                joined.append((pe.key, pe, lab.y, lab))
+        self._learn_joined(joined, sink)
+        for lab in early.proven_missing(self.event_time_ms):
+            self._dead(sink, _unknown_label(lab, self), lab.key)
+        self._changed = self._changed or early.dirty
 
     def _check_event(self, mkey: Optional[str], ev: Event) -> Optional[tuple[ReasonCode, str]]:
         guard = self.guards.get(mkey)
@@ -473,11 +515,14 @@ class PartitionOwner:
                 continue
             pe = pending.get(msg.id)
             if pe is None:
-                dead(DeadLetter(
-                    ReasonCode.UNKNOWN_EVENT_ID,
-                    f"no event with id {msg.id!r} is waiting for a label in partition {self.partition} "
-                    f"(never seen here, already labelled, expired or evicted)",
-                    rec.value, cfg.labels_topic, self.partition, rec.offset), rec.key)
+                lab = EarlyLabel(msg.id, msg.y, rec.offset, rec.timestamp, rec.value, rec.key)
+                if self.event_time_ms is not None and rec.timestamp < self.event_time_ms:
+                    dead(_unknown_label(lab, self), rec.key)
+                    continue
+                # its event may still come (see .early): keep the label until it does or it cannot
+                for old, why in self.early.add(lab):
+                    dead(DeadLetter(ReasonCode.EARLY_LABEL_EVICTED, f"label for {old.id!r}: {why}", old.value,
+                                    cfg.labels_topic, self.partition, old.offset), old.key)
                 continue
             guard = self.guards.get(pe.key) or self._new_guard(pe.key)
             problem = self._check_label(guard, msg.y)
@@ -545,6 +590,13 @@ class PartitionOwner:
                                     self.partition, pe.offset), pe.key.encode() if pe.key else None)
 
     def _expire(self, sink: Sink) -> None:
+        if self.early:
+            for lab in self.early.expired(self.stream_time):
+                self._dead(sink, DeadLetter(ReasonCode.EARLY_LABEL_EVICTED,
+                                            f"label for {lab.id!r}: its event did not come within "
+                                            f"{self.cfg.pending_ttl_s:g} s of the label's time (limits.pending_ttl_s)",
+                                            lab.value, self.cfg.labels_topic, self.partition, lab.offset), lab.key)
+            self._changed = self._changed or self.early.dirty
         for pe in self.pending.expire(self.stream_time):
             self._dead_pending(sink, pe, ReasonCode.LABEL_TIMEOUT,
                                f"no label within {self.cfg.pending_ttl_s:g} s of event time "
@@ -583,6 +635,8 @@ class PartitionOwner:
         for mkey, guard in self.guards.items():
             if guard.dirty:
                 extra[GUARD_EXTRA + ("" if mkey is None else quote(mkey, safe=""))] = guard.to_blob()
+        if self.early.dirty:
+            extra[EARLY_EXTRA] = self.early.to_blob()
         put, dels = self.pending.changes()
         result = store.commit(self.name, parts, dict(self.offsets), self.epoch, extra, remove=remove,
                               pending_put=put, pending_del=dels, require_epoch=True)
@@ -596,6 +650,7 @@ class PartitionOwner:
         for guard in self.guards.values():
             guard.dirty = False
         self.pending.committed()
+        self.early.dirty = False
         for eid in result.evicted:  # only when Redis held more than this owner knew of
             pe = self.pending.pop(eid)
             if pe is not None:
@@ -610,10 +665,19 @@ class PartitionOwner:
         return {
             "format": _DAEMON_FORMAT, "version": __version__,
             "stream_time": self.stream_time if self.stream_time != float("-inf") else None,
+            "event_time_ms": self.event_time_ms,
             "pending_seq": self.pending.next_seq, "stats": self.stats.to_json(),
             "models": len(self.models) if self.pool is None else self.pool.n_keys,
             "owner": f"{socket.gethostname()}:{os.getpid()}",
         }
+
+
+def _unknown_label(lab: EarlyLabel, owner: "PartitionOwner") -> DeadLetter:
+    return DeadLetter(ReasonCode.UNKNOWN_EVENT_ID,
+                      f"no event with id {lab.id!r} is waiting for a label in partition {owner.partition}, and "
+                      f"an event stamped after this label ({owner.event_time_ms} ms > {lab.ts_ms} ms) was already "
+                      f"read there, so it is not coming (never sent here, already labelled, expired or evicted)",
+                      lab.value, owner.cfg.labels_topic, owner.partition, lab.offset)
 
 
 def _feature_diff(got: Any, want: frozenset) -> str:

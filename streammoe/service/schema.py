@@ -82,6 +82,7 @@ class ReasonCode(str, Enum):
     UNKNOWN_EVENT_ID = "unknown_event_id"    # delayed label for an id that is not pending
     LABEL_TIMEOUT = "label_timeout"          # pending event's label did not come in time
     PENDING_EVICTED = "pending_evicted"      # pending event dropped by the count bound
+    EARLY_LABEL_EVICTED = "early_label_evicted"  # label waiting for its event dropped by a bound / the TTL
     TOO_MANY_KEYS = "too_many_keys"          # event of a new key beyond serve.max_keys_per_partition
     PROCESSING_ERROR = "processing_error"    # the model refused the event (message says why)
 

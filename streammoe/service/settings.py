@@ -334,6 +334,10 @@ class LimitsSettings(DecodeLimits):
     pending_max_bytes: int = Field(64 * 1024 * 1024, gt=0, description="estimated stored size of the events "
                                    "awaiting a label, per partition (see service.pending.pending_size)")
     pending_ttl_s: float = Field(3600.0, gt=0, description="how long an event waits for its label")
+    early_labels_max_count: int = Field(10_000, gt=0, description="most labels waiting for an event the input "
+                                        "partition has not delivered yet, per partition (see service.early)")
+    early_labels_max_bytes: int = Field(4 * 1024 * 1024, gt=0, description="size of those labels (their bytes "
+                                        "plus 48 each), per partition; they are checkpointed as one blob")
 
 
 class HttpSettings(_Section):

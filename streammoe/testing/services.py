@@ -647,8 +647,9 @@ def produce_values(bootstrap: str, topic: str, values: Iterable[bytes | None], *
 
 def read_topic(bootstrap: str, topic: str, n: int, timeout: float = 30.0) -> list:
     """Read ``topic`` from offset 0 of every partition (no consumer group) until at least
-    ``n`` records arrived or ``timeout`` elapsed.  Returns kafka-python ``ConsumerRecord``s
-    sorted by (partition, offset); fewer than ``n`` only when the timeout ran out."""
+    ``n`` records arrived or ``timeout`` seconds passed without a new one (a slow producer is
+    waited for as long as it makes progress).  Returns kafka-python ``ConsumerRecord``s sorted
+    by (partition, offset); fewer than ``n`` only when the timeout ran out."""
     from kafka import KafkaConsumer, TopicPartition
 
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
@@ -667,6 +668,7 @@ def read_topic(bootstrap: str, topic: str, n: int, timeout: float = 30.0) -> lis
         while len(got) < n and time.monotonic() < deadline:
             for records in consumer.poll(timeout_ms=200).values():
                 got.extend(records)
+                deadline = time.monotonic() + timeout
         got.sort(key=lambda r: (r.partition, r.offset))
         return got
     finally:
