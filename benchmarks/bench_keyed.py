@@ -123,7 +123,8 @@ def tree_kernel_check(args) -> dict:
                      "nodes": int(arrays["n_nodes"].sum())}
     out["cpu_nodes"] = int(ref[3]["n_nodes"].sum())
     out["fma_control"] = cuda_trees.FMA_CONTROL
-    for name, kern in (("no_contraction", cuda_trees._trees_kernel), ("default_contraction", cuda_trees._trees_kernel_fma)):
+    kernels = (("no_contraction", cuda_trees._trees_kernel), ("default_contraction", cuda_trees._trees_kernel_fma))
+    for name, kern in kernels:
         try:
             ptx = "\n".join(kern.inspect_asm().values())
             out[f"ptx_fma_f64_{name}"] = ptx.count("fma.rn.f64")

@@ -26,7 +26,8 @@ def run(name: str, n: int, engine: str, seed: int) -> dict:
     t = time.perf_counter()
     for i in range(0, n, 512):
         preds += [p for p, _ in model.predict_learn_many(xs[i:i + 512], ys[i:i + 512], proba=False)]
-    return {"accuracy": float(np.mean([p == y for p, y in zip(preds, ys)])), "events_per_s": n / (time.perf_counter() - t)}
+    return {"accuracy": float(np.mean([p == y for p, y in zip(preds, ys)])),
+            "events_per_s": n / (time.perf_counter() - t)}
 
 
 def main() -> None:

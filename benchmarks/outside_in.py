@@ -131,7 +131,8 @@ def main() -> None:
                  f"`{' '.join(sys.argv)}` - {args.events:,} events on {args.partitions} input and labels partitions, "
                  f"fresh topics per run; the CLI as subprocesses, a real Tansu broker and redis-server. "
                  f"Figures from the counters the daemons checkpointed in Redis.", "",
-                 "| serve processes | run | labels learned | dead letters | still pending | predicted | generate s | serve s (to the last label) |",
+                 "| serve processes | run | labels learned | dead letters | still pending | predicted | generate s "
+                 "| serve s (to the last label) |",
                  "|---|---|---|---|---|---|---|---|"]
         for i, r in enumerate(rows):
             lines.append(f"| {r['processes']} | {i % args.runs + 1} | {r['labels_learned']:,} of {r['events']:,} | "

@@ -29,8 +29,6 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
-import numpy as np
-
 DEFAULT_STREAMS = ("sea_a", "sea_g", "led_a", "led_g", "rbf_m", "rbf_f", "sea_aba", "led_aba", "agrawal_aba")
 DEFAULT_MODELS = ("driftmoe-data", "driftmoe-adaptive", "driftmoe-hetero", "driftmoe-neural", "ARF")
 #: presets whose pool is plain trees without a policy run on the compiled engine (same algorithm,

@@ -27,7 +27,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -227,7 +226,8 @@ def main() -> None:
 
         runs = {}
         variants = (("default", {}), ("gzip", {"STREAMMOE_KAFKA__COMPRESSION_TYPE": "gzip"}),
-                    ("gzip-nocrc", {"STREAMMOE_KAFKA__COMPRESSION_TYPE": "gzip", "STREAMMOE_SERVE__CHECK_CRCS": "false"}))
+                    ("gzip-nocrc", {"STREAMMOE_KAFKA__COMPRESSION_TYPE": "gzip",
+                                    "STREAMMOE_SERVE__CHECK_CRCS": "false"}))
         for label, extra in variants:
             topics = {"input_topic": "in", "labels_topic": "lab", "predictions_topic": f"pred-{label}",
                       "deadletter_topic": "dlq"}

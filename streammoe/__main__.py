@@ -1,4 +1,5 @@
 """``python -m streammoe`` runs the command line (same as the ``streammoe`` script)."""
 from .cli import main
 
-main()
+if __name__ == "__main__":
+    main()

@@ -1,54 +1,11 @@
 """Drift-aware expert pool: freeze drifting experts, grow fresh ones, recall old ones, bound the pool.
 
-Why: the reference DriftMoE re-trains the same experts through every drift, so a concept that
-comes back must be learned again.  This policy keeps what was learned instead:
-
-* every expert has an ADWIN (river's ``drift.ADWIN``) on its own prequential error, fed on the
-  events it learns (an expert's error on data routed elsewhere says nothing about drift);
-* when an expert's error *rises* significantly (ADWIN fires and its estimate went up) and the
-  expert has learned at least ``grace`` events, it is **frozen** (it keeps predicting, so a
-  recurring concept finds it intact) and a **fresh expert** of the same spec is grown in its place;
-* the pool never exceeds ``budget`` experts: the **least useful frozen expert is pruned**, where
-  useful means accurate on recent data over a long horizon (an exponential moving average of its
-  correctness with horizon ``memory`` events): an expert that fits none of the recent concepts
-  goes first, ties go to the oldest;
-* **recall**: the router learns which experts are right from every expert's prediction (frozen
-  ones included: every expert predicts every event and the multi-hot mask covers them all), but it
-  takes one Adam step per window, far too slowly to follow an abrupt drift or the return of an
-  old concept.  Every frozen expert is therefore scored on every event against the best live
-  expert, *paired on the same events* (``lead``, an average over ~``recall_horizon`` events of
-  ``correct[frozen] - correct[best live]``): only the events where the two disagree count, so
-  a frozen expert whose concept came back shows a clear lead within ~100 events even when the
-  concepts differ on few inputs (SEA's functions 4 and 1 disagree on 13% of the inputs, a gap
-  the 10% label noise hides from two separate short accuracies).  The frozen expert leading by
-  ``recall_margin`` is **recalled**: it gets a logit bonus of ``bias`` and answers, without
-  learning, until a live expert is ahead of it by ``recall_margin`` (then it is released).
-  Recalls and releases are logged.  Besides, the policy adds
-  ``-bias * max(0, best - recent(e) - margin)`` to the router's logit of expert ``e``, where
-  ``recent`` is an expert's correctness averaged over the last ~``recent`` events (0 for an
-  expert that knows nothing yet) and ``best`` the highest ``recent`` in the pool: experts far
-  behind the best one stop answering.  Frozen experts always get this term; live experts get it
-  only while the pool is settling, ``settle`` events after a detected drift or during a recall.
-  In stable times routing among live experts is therefore the reference router's: a permanent
-  accuracy bias pulls every event to the generalists and undoes the router's per-region
-  specialisation (measured on ``rbf_m``, 15k events: 0.45-0.48 accuracy with it, 0.50-0.51
-  without; on ``led_a`` the settling bias is what lifts accuracy from 0.57 to 0.72);
-* only unfrozen experts learn: a fresh replacement takes the learning slot of the expert it
-  replaced until it has learned ``grace`` events (the router, which has never seen it be right,
-  would otherwise starve it), the other slots go to the unfrozen experts with the highest weights;
-  experts whose kind is listed in ``learn_all`` (e.g. ``["mora"]`` in a heterogeneous pool)
-  learn every event on top of those: neural experts are generalists that need all the data,
-  and starve when they only get the events routed to them.
-
-Every pool change goes through the model's ``grow_expert`` / ``freeze_expert`` / ``prune_expert``,
-which log it (event index, action, expert, reason) in ``model.drift_log``; recalls and releases are
-logged there too (actions ``recall`` / ``release``).
-
-The policy's state (including every ADWIN) is saved as plain arrays: river's ADWIN keeps its
-window in a Rust object whose only export is its own fixed binary layout of numbers
-(``__getstate__``); that byte string is stored as a ``uint8`` array next to the Python-side
-fields, and loading checks that the restored object exports exactly the same bytes.  No pickle
-is involved and a restored policy continues exactly.
+What it guarantees: an ADWIN per expert on the error of the events it learns decides when an expert
+is frozen (kept, still predicting) and a fresh one grown; the pool never exceeds ``budget`` experts
+(the least useful frozen expert is pruned); a frozen expert whose concept returns is recalled;
+every change is logged in ``model.drift_log`` (event index, action, expert, reason); the state
+(every ADWIN included) is saved as plain arrays, without pickle, and a restored policy continues
+exactly.  The rules and the measurements behind them are in ``docs/design-notes.md``.
 """
 from __future__ import annotations
 

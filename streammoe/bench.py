@@ -25,6 +25,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from . import presets
+
 CHUNK = 512  # events handed to predict_learn_many at once (the replay runner's chunk)
 
 
@@ -42,17 +44,17 @@ class Row:
     extra: dict = field(default_factory=dict)
 
 
+#: the rows of ``streammoe bench``: name -> factory(seed), every model built from :mod:`streammoe.presets`
+BENCH_MODELS: dict[str, Callable[[int], Any]] = {
+    "DriftMoE numba": lambda seed: presets.make_model("driftmoe", seed=seed, engine="numba"),
+    "DriftMoE river": lambda seed: presets.make_model("driftmoe", seed=seed, engine="river"),
+    "river ARF (10 trees)": presets.BASELINES["ARF"],
+    "river HoeffdingTree": presets.BASELINES["HoeffdingTree"],
+}
+
+
 def _model_factories(seed: int) -> dict[str, Callable[[], Any]]:
-    from river import forest, tree
-
-    from .model import DriftMoE
-
-    return {
-        "DriftMoE numba": lambda: DriftMoE(engine="numba", seed=seed),
-        "DriftMoE river": lambda: DriftMoE(engine="river", seed=seed),
-        "river ARF (10 trees)": lambda: forest.ARFClassifier(n_models=10, seed=seed),
-        "river HoeffdingTree": lambda: tree.HoeffdingTreeClassifier(),
-    }
+    return {name: (lambda make=make: make(seed)) for name, make in BENCH_MODELS.items()}
 
 
 def _state_bytes(model: Any) -> tuple[int, float | None]:
@@ -64,18 +66,13 @@ def _state_bytes(model: Any) -> tuple[int, float | None]:
     return sum(len(b) for b in blobs.values()), (float(np.mean(experts)) if experts else None)
 
 
-def _run(model: Any, xs: list, ys: list) -> list:
-    """Prequential predictions of ``model`` over the events (batched when the model allows it)."""
-    batch = getattr(model, "predict_learn_many", None)
-    preds: list = []
-    if batch is not None:
-        for s in range(0, len(xs), CHUNK):
-            preds += [p for p, _ in batch(xs[s:s + CHUNK], ys[s:s + CHUNK], proba=False)]
-        return preds
-    for x, y in zip(xs, ys):
-        preds.append(model.predict_one(x))
-        model.learn_one(x, y)
-    return preds
+def _run(model: Any, name: str, xs: list, ys: list, mark: int | None = None) -> dict:
+    """One model over the events through the evaluation runner (prequential, the same chunks as
+    ``replay``); returns the model's summary (accuracy, events/s of its own calls, ``at_mark``)."""
+    from .evaluation import Prequential
+
+    runner = Prequential({name: model}, window=max(1, len(xs)), chunk=CHUNK, mark=mark)
+    return runner.run(list(zip(xs, ys))).summary["models"][name]
 
 
 def bench_stream(stream: str, n: int, seed: int, models: list[str], warmup: int,
@@ -91,18 +88,17 @@ def bench_stream(stream: str, n: int, seed: int, models: list[str], warmup: int,
         m = n if (slow_n is None or name == "DriftMoE numba") else min(n, slow_n)
         w = min(warmup, m if name == "DriftMoE numba" else m // 10)  # only the numba engine compiles
         t0 = time.perf_counter()  # warm-up: a throwaway model compiles / loads every kernel it needs
-        _run(factories[name](), xs[:w], ys[:w])
+        if w:
+            _run(factories[name](), name, xs[:w], ys[:w])
         warm_s = time.perf_counter() - t0
         model = factories[name]()
-        t1 = time.perf_counter()
-        preds = _run(model, xs[:m], ys[:m])
-        steady = time.perf_counter() - t1
-        hits = np.array([p == y for p, y in zip(preds, ys[:m])])
+        first = slow_n if (slow_n and m > slow_n) else None
+        res = _run(model, name, xs[:m], ys[:m], mark=first)
         total, per_expert = _state_bytes(model)
-        rows.append(Row(stream, name, m, float(hits.mean()), m / steady if steady > 0 else float("inf"),
+        rows.append(Row(stream, name, m, float(res["accuracy"]), float(res["events_per_s"]) or float("inf"),
                         warm_s, total, per_expert))
-        if slow_n and m > slow_n:  # accuracy on the events the slow models saw, for a like-for-like gap
-            rows[-1].extra["accuracy_first"] = {"n": int(slow_n), "accuracy": float(hits[:slow_n].mean())}
+        if first:  # accuracy on the events the slow models saw, for a like-for-like gap
+            rows[-1].extra["accuracy_first"] = {"n": int(slow_n), "accuracy": float(res["at_mark"]["accuracy"])}
         r = rows[-1]
         log(f"  {stream:6s} {name:22s} n={m:>8,d} acc={100 * r.accuracy:6.2f}%  {r.events_per_s:>10,.0f} ev/s"
             f"  warm-up {warm_s:5.2f}s")

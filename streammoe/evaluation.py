@@ -41,7 +41,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence, Iterator
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 __all__ = [
     "Score",
@@ -58,7 +58,7 @@ __all__ = [
     "write_windowed_csv",
     "write_errors_csv",
     "save_run",
-    "river_baselines",
+    "run_baselines",
 ]
 
 #: key under which a missing prediction is counted in the prediction marginals; never equals a label
@@ -257,7 +257,7 @@ class _Track:
     """Per-model bookkeeping of one run: scores, time, expert choices."""
 
     __slots__ = ("name", "model", "score", "window_score", "ns", "window_ns", "has_expert",
-                 "expert_counts", "window_expert_counts", "errors")
+                 "expert_counts", "window_expert_counts", "errors", "at_mark")
 
     def __init__(self, name: str, model: Any) -> None:
         self.name = name
@@ -270,6 +270,7 @@ class _Track:
         self.expert_counts: Counter = Counter()
         self.window_expert_counts: Counter = Counter()
         self.errors = 0
+        self.at_mark: dict | None = None
 
 
 _MAX_STORED_ERRORS = 10_000
@@ -340,7 +341,9 @@ class Prequential:
     ``drift_log`` have it copied into the summary.
 
     ``progress`` is called with a :class:`ProgressInfo` every ``progress_every`` events and once at
-    the end (``done=True``); the CLI uses it for its progress bar.
+    the end (``done=True``); the CLI uses it for its progress bar.  With ``mark=m`` each model's
+    summary also holds ``at_mark``: its figures over the first ``m`` events (to compare with models
+    that ran only those, e.g. ``replay --compare``'s baselines).
     """
 
     def __init__(
@@ -351,6 +354,7 @@ class Prequential:
         progress: Callable[[ProgressInfo], None] | None = None,
         progress_every: int = 500,
         chunk: int = 512,
+        mark: int | None = None,
     ) -> None:
         if not models:
             raise ValueError("Prequential needs at least one model")
@@ -366,6 +370,7 @@ class Prequential:
         self.progress = progress
         self.progress_every = progress_every
         self.chunk = int(chunk)
+        self.mark = mark
 
     def run(self, source: Iterable[tuple[dict, Any]], *, seed: int | None = None,
             extra: Mapping[str, Any] | None = None) -> PrequentialResult:
@@ -423,6 +428,9 @@ class Prequential:
                         tr.expert_counts[expert] += 1
                         tr.window_expert_counts[expert] += 1
                 i += 1
+                if i == self.mark:
+                    for tr in tracks:
+                        tr.at_mark = tr.score.as_dict()
                 if i - window_start == window:
                     windows.extend(self._close_window(tracks, window_start, i))
                     window_start = i
@@ -455,7 +463,7 @@ class Prequential:
             "window": window,
             "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
             "wall_time_s": wall,
-            "bad_rows": len(bad_rows),
+            "bad_rows": int(getattr(getattr(source, "errors", None), "total", len(bad_rows)) or len(bad_rows)),
             "event_errors": n_event_errors,
             "unlabelled_events": skipped_unlabelled,
             "baselines": {"majority_accuracy": tracks[0].score.majority_accuracy,
@@ -508,6 +516,8 @@ class Prequential:
             "errors": tr.errors,
             "recovery": recovery_after_drifts(windows, drift_positions, drift_width),
         }
+        if tr.at_mark is not None:
+            out["at_mark"] = tr.at_mark
         if tr.has_expert:
             total = sum(tr.expert_counts.values())
             n_exp = max(tr.expert_counts, default=-1) + 1
@@ -638,12 +648,19 @@ def save_run(result: PrequentialResult, folder: str | Path) -> dict[str, Path]:
     }
 
 
-def river_baselines(seed: int) -> dict[str, Any]:
-    """The reference river classifiers a replay is compared with (DriftMoE paper's baselines)."""
-    from river import forest, tree
+def run_baselines(spec: str, n: int | None, seed: int, target: str | None, names: list[str],
+                  window: int, feature_types: Mapping[str, str] | None = None) -> PrequentialResult:
+    """River's baselines (:data:`streammoe.presets.BASELINES` ``names``) over the first ``n`` events of
+    the source ``spec``, with the metrics window ``window``.
 
-    return {
-        "ARF": forest.ARFClassifier(n_models=10, seed=seed),
-        "HoeffdingTree": tree.HoeffdingTreeClassifier(),
-        "HoeffdingAdaptiveTree": tree.HoeffdingAdaptiveTreeClassifier(seed=seed),
-    }
+    A plain function of plain arguments, so that ``replay --compare`` can run it in a worker process
+    (the source is reopened there: every source is replayable and seeded, so the events are the same).
+    """
+    from .connectors import open_source
+    from .presets import river_baselines
+
+    kwargs: dict[str, Any] = {"n": n, "seed": seed, "target": target}
+    if feature_types:
+        kwargs["feature_types"] = feature_types
+    source = open_source(spec, **kwargs)
+    return Prequential(river_baselines(seed, names), window=window).run(source, seed=seed)

@@ -23,7 +23,6 @@ from typing import Any, Hashable, Iterable, Mapping
 
 import numpy as np
 
-
 _INF = float("inf")
 #: Largest accepted feature magnitude.  Why a bound below the float64 range: the router computes
 #: in float32 (max ~3.4e38) and the imputation means sum values in float64, so a single event

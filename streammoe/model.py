@@ -1,21 +1,10 @@
 """DriftMoE as a river classifier: a router co-trained online with a pool of experts.
 
-Reference behaviour (DriftMoE, Aspis et al. 2025) — see ``shared/design.md`` §2:
-
-* **data mode** (default): ``n_experts`` multi-class Hoeffding trees.  For every labelled
-  event the router's weights ``softmax(logits / temperature)`` pick the top-``top_k``
-  experts, which learn the event.  Every expert's prediction (made *before* learning) gives
-  the multi-hot target "which experts were right"; if none was right, the expert with the
-  highest probability for the true class is marked.  The router takes one Adam step on
-  BCE-with-logits over each window of ``window`` learned events, so it is frozen inside a
-  window — which is what lets the fast engine batch the router's forward pass exactly.
-* **task mode**: one binary one-vs-rest tree per class (a new class grows a new expert);
-  all experts learn every event; the router learns every event with a one-hot target on
-  the expert that correctly says "mine" (the true class's expert when none does).
-
-Prediction is the top expert's answer (``combine='top1'``) or the router-weighted mixture
-of the top-k experts' probabilities (``combine='mixture'``).  In data mode an expert that
-has not learned anything yet answers with the running class prior instead of nothing.
+Guarantees: every event is predicted before it is learned; equal seeds and streams give equal
+results; the batch calls (``predict_learn_many``, ``learn_batch``) and both engines (``numba``,
+``river``) give the results of the per-event ``predict_proba_one`` / ``learn_one`` loop; ``save`` /
+``load`` restore a model that continues exactly (no pickle).  The reference behaviour it follows
+(data and task modes, the router's target and window) is described in ``docs/design-notes.md``.
 """
 from __future__ import annotations
 
@@ -110,6 +99,35 @@ class DriftMoE(base.MiniBatchClassifier):
     adaptive
         Optional drift-aware pool policy options (see :mod:`streammoe.adaptive`), e.g.
         ``{"budget": 24}``: drifting experts are frozen, fresh ones grown, idle frozen ones pruned.
+
+    Examples
+    --------
+    >>> from river import datasets, evaluate, metrics
+    >>> from streammoe import DriftMoE
+    >>> model = DriftMoE(n_experts=4, top_k=2, seed=42)
+    >>> evaluate.progressive_val_score(datasets.Phishing(), model, metrics.Accuracy())
+    Accuracy: 87.83%
+    >>> x, y = next(iter(datasets.Phishing()))
+    >>> proba = model.predict_proba_one(x)
+    >>> sorted(proba) == [False, True] and round(sum(proba.values()), 6) == 1.0
+    True
+    >>> 0 <= model.last_expert < 4
+    True
+
+    The prequential batch call gives the per-event loop's answers, a router window per compiled call:
+
+    >>> from streammoe.connectors import open_source
+    >>> events = list(open_source("sea_a", n=2000, seed=1))
+    >>> xs, ys = [x for x, _ in events], [y for _, y in events]
+    >>> a, b = DriftMoE(seed=1), DriftMoE(seed=1)
+    >>> batched = a.predict_learn_many(xs, ys, proba=False)
+    >>> looped = []
+    >>> for x, y in events:
+    ...     p = b.predict_proba_one(x)
+    ...     looped.append((max(p, key=p.get) if p else None, b.last_expert))
+    ...     b.learn_one(x, y)
+    >>> batched == looped
+    True
     """
 
     _multiclass = True

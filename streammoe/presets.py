@@ -1,7 +1,8 @@
-"""Named model configurations: ``streammoe.PRESETS[name](seed=..., **overrides) -> DriftMoE``.
+"""The one registry of model factories: DriftMoE presets and river's reference baselines.
 
-Why presets: the CLI (``streammoe replay --model NAME``), the benchmarks and users comparing
-variants all need the same handful of configurations spelled the same way.  Each factory
+``streammoe.PRESETS[name](seed=..., **overrides) -> DriftMoE``; ``BASELINES[name](seed) -> river
+classifier``.  The CLI (``replay --model``, ``replay --compare``, ``bench``), the evaluation runner and
+the benchmarks all build their models here, so a name means the same configuration everywhere.  Each factory
 returns a fresh, unfitted :class:`~streammoe.model.DriftMoE`; ``overrides`` replace any of its
 constructor parameters (e.g. ``engine='numba'``, ``window=128``), and an ``adaptive`` or
 ``experts`` override replaces the preset's value as a whole.  Presets with neural experts use
@@ -9,6 +10,7 @@ constructor parameters (e.g. ``engine='numba'``, ``window=128``), and an ``adapt
 neural experts alone (``driftmoe-neural``) still runs each router window compiled, one pass per
 expert (:mod:`streammoe.experts.neural_window`), with the per-event path's results.
 
+* ``driftmoe``          ``DriftMoE()`` with the library's defaults (every parameter as override);
 * ``driftmoe-data``     the reference DriftMoE (data mode, 12 Hoeffding trees, top-3 learn);
 * ``driftmoe-task``     the reference task mode (one-vs-rest tree per class);
 * ``driftmoe-adaptive`` data mode + the drift-aware pool (:mod:`streammoe.adaptive`): drifting
@@ -17,13 +19,23 @@ expert (:mod:`streammoe.experts.neural_window`), with the per-event path's resul
   the neural experts learn every event (``learn_all``), the trees learn the events routed to them;
 * ``driftmoe-neural``   3 MoRA neural experts (online MLP base, rank-1 adapter units) under a
   small router (hidden 32): the fastest configuration with neural experts.
+
+Examples
+--------
+>>> from streammoe.presets import PRESETS, make_model, river_baselines
+>>> model = make_model("driftmoe-adaptive", seed=1, window=64)
+>>> model.mode, model.window, model.adaptive["budget"]
+('data', 64, 24)
+>>> sorted(river_baselines(seed=1))
+['ARF', 'HoeffdingAdaptiveTree', 'HoeffdingTree']
 """
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-from .model import DriftMoE
+if TYPE_CHECKING:  # the model (torch, numba) is imported when a factory runs, not with the registry
+    from .model import DriftMoE
 
 #: spec of the neural expert used by the neural presets (see :mod:`streammoe.experts.neural`)
 MORA_SPEC: dict[str, Any] = {"kind": "mora"}
@@ -32,6 +44,8 @@ ADAPTIVE: dict[str, Any] = {"budget": 24}
 
 
 def _build(params: dict[str, Any], seed: int, overrides: dict[str, Any]) -> DriftMoE:
+    from .model import DriftMoE
+
     if "seed" in overrides:
         raise ValueError("pass the seed as seed=..., not inside the overrides")
     merged = dict(params)
@@ -41,6 +55,11 @@ def _build(params: dict[str, Any], seed: int, overrides: dict[str, Any]) -> Drif
     except TypeError as exc:  # an unknown override: name the valid ones
         valid = sorted(p for p in inspect.signature(DriftMoE).parameters if p != "seed")
         raise ValueError(f"{exc}; valid DriftMoE parameters: {valid}") from exc
+
+
+def driftmoe(seed: int = 42, **overrides: Any) -> DriftMoE:
+    """``DriftMoE()`` with the library's defaults."""
+    return _build({}, seed, overrides)
 
 
 def driftmoe_data(seed: int = 42, **overrides: Any) -> DriftMoE:
@@ -73,6 +92,7 @@ def driftmoe_neural(seed: int = 42, **overrides: Any) -> DriftMoE:
 
 
 PRESETS: dict[str, Callable[..., DriftMoE]] = {
+    "driftmoe": driftmoe,
     "driftmoe-data": driftmoe_data,
     "driftmoe-task": driftmoe_task,
     "driftmoe-adaptive": driftmoe_adaptive,
@@ -88,3 +108,34 @@ def make_model(name: str, seed: int = 42, **overrides: Any) -> DriftMoE:
     except KeyError:
         raise ValueError(f"unknown model preset {name!r}; choose one of {', '.join(PRESETS)}") from None
     return factory(seed=seed, **overrides)
+
+
+def _arf(seed: int) -> Any:
+    from river import forest
+
+    return forest.ARFClassifier(n_models=10, seed=seed)
+
+
+def _hoeffding_tree(seed: int) -> Any:
+    from river import tree
+
+    return tree.HoeffdingTreeClassifier()
+
+
+def _hoeffding_adaptive_tree(seed: int) -> Any:
+    from river import tree
+
+    return tree.HoeffdingAdaptiveTreeClassifier(seed=seed)
+
+
+#: river's reference classifiers (the DriftMoE paper's baselines): ``BASELINES[name](seed)``
+BASELINES: dict[str, Callable[[int], Any]] = {
+    "ARF": _arf,
+    "HoeffdingTree": _hoeffding_tree,
+    "HoeffdingAdaptiveTree": _hoeffding_adaptive_tree,
+}
+
+
+def river_baselines(seed: int, names: list[str] | None = None) -> dict[str, Any]:
+    """Fresh instances of the baselines (all, or ``names`` in that order)."""
+    return {name: BASELINES[name](seed) for name in (names or list(BASELINES))}

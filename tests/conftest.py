@@ -12,6 +12,7 @@ from typing import Any, Callable
 
 import pytest
 
+from services import unique_name
 from streammoe.testing.services import (
     RedisClusterServers,
     RedisServer,
@@ -25,7 +26,6 @@ from streammoe.testing.services import (
     redis_supports_tls,
 )
 from streammoe.testing.tls import TLSFiles, make_tls_files
-from services import unique_name
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -3,11 +3,10 @@ from __future__ import annotations
 
 import json
 
-import typer
 from typer.testing import CliRunner
 
 from streammoe.bench import ratios, run_bench
-from streammoe.cli_bench import register
+from streammoe.cli import app
 
 
 def test_bench_writes_rows_ratios_and_files(tmp_path):
@@ -26,7 +25,5 @@ def test_bench_writes_rows_ratios_and_files(tmp_path):
 
 
 def test_bench_command_rejects_unknown_models(tmp_path):
-    app = typer.Typer()
-    register(app)
-    out = CliRunner().invoke(app, ["--models", "XGBoost", "--out", str(tmp_path)])
+    out = CliRunner().invoke(app, ["bench", "--models", "XGBoost", "--out", str(tmp_path)])
     assert out.exit_code == 2 and "unknown model" in out.output

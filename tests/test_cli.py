@@ -149,3 +149,54 @@ def test_replay_runs_several_presets_side_by_side(tmp_path):
     assert set(summary["models"]) == {"driftmoe", "driftmoe-adaptive"}
     bad = CliRunner().invoke(app, ["replay", "sea_a", "--model", "driftmoe,nope", "--out", str(tmp_path)])
     assert bad.exit_code == 2 and "nope" in bad.output
+
+
+def test_no_usable_row_prints_the_first_bad_rows_and_writes_errors_csv(tmp_path):
+    path = tmp_path / "short.csv"
+    path.write_text("a,b,label\n" + "".join(f"{i},{i}\n" for i in range(50)))  # every row lacks its label
+    out = tmp_path / "run"
+    result = runner.invoke(app, ["replay", str(path), "--target", "label", "--out", str(out)])
+    assert result.exit_code == 2, result.output
+    assert "produced no labelled events (50 bad rows" in result.output
+    assert "bad row, line 2:" in result.output and "bad row, line 6:" in result.output  # the first five
+    assert "45 more in errors.csv" in result.output
+    with (out / "errors.csv").open() as fh:
+        errors = list(csv.DictReader(fh))
+    assert len(errors) == 50 and errors[0]["line"] == "2" and errors[0]["reason"]
+
+
+def test_compare_runs_the_baselines_on_a_shown_subset(tmp_path):
+    out = tmp_path / "run"
+    result = _invoke("replay", "sea_a", "--n", "2000", "--compare", "--compare-n", "1000", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    assert "acc. first 1,000" in result.output and "river baselines on the first 1,000 events" in result.output
+    summary = json.loads((out / "summary.json").read_text())
+    models = summary["models"]
+    assert models["driftmoe"]["n"] == 2000 and models["driftmoe"]["at_mark"]["n"] == 1000
+    assert {models[b]["n"] for b in ("ARF", "HoeffdingTree", "HoeffdingAdaptiveTree")} == {1000}
+    assert summary["compare"]["n"] == 1000 and summary["config"]["compare_n"] == 1000
+
+
+def test_progress_is_a_plain_line_when_stderr_is_not_a_terminal(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "streammoe", "replay", "sea_a", "--n", "1000", "--experts", "3",
+                          "--out", str(tmp_path / "run")], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "replay: 1,000/1,000 events" in out.stderr and "ev/s" in out.stderr
+
+
+def test_plain_progress_keeps_talking_while_no_event_has_finished():
+    import io
+    import time
+
+    from streammoe.cli.progress import Progress
+
+    buf = io.StringIO()  # not a terminal
+    with Progress("replay", 10, every_s=0.05, stream=buf):
+        deadline = time.monotonic() + 30
+        while "compiling" not in buf.getvalue() and time.monotonic() < deadline:
+            time.sleep(0.01)
+    assert "replay: 0/10 events" in buf.getvalue() and "compiling" in buf.getvalue()
+    quiet = io.StringIO()
+    with Progress("replay", 10, enabled=False, every_s=0.01, stream=quiet):
+        pass
+    assert quiet.getvalue() == ""

@@ -214,7 +214,8 @@ def test_two_daemons_in_one_group_split_the_partitions(kafka_broker, topic_facto
 
 def test_bad_messages_go_to_the_dead_letter_topic_with_their_reason(kafka_broker, topic_factory, redis_server):
     topics = make_topics(topic_factory, 1)
-    good = lambda i, y=1, **kw: json.dumps({"id": f"g{i}", "x": {"a": 0.5 * i, "b": 1.0}, "y": y, **kw}).encode()
+    def good(i, y=1, **kw):
+        return json.dumps({"id": f"g{i}", "x": {"a": 0.5 * i, "b": 1.0}, "y": y, **kw}).encode()
     inputs = [
         (good(0), None),
         (b"{not json", "malformed_json"),

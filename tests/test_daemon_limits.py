@@ -8,13 +8,13 @@ import json
 import time
 
 import pytest
+from test_daemon import drained, make_topics, settings, stopped
 
 from services import unique_name
 from streammoe.service.daemon import Daemon
 from streammoe.service.deadletter import parse_dead_letter_headers
 from streammoe.service.pending import pending_size
 from streammoe.testing import produce_values, read_topic
-from test_daemon import drained, make_topics, settings, stopped
 
 N = 12       # events waiting for a label
 ROOM = 5     # how many fit in the pending buffer

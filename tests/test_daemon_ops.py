@@ -44,8 +44,6 @@ def test_sigterm_finishes_the_batch_checkpoints_and_exits_cleanly(kafka_broker, 
     env.update({
         "PYTHONPATH": os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]),
         "STREAMMOE_KAFKA__BOOTSTRAP_SERVERS": kafka_broker, "STREAMMOE_KAFKA__GROUP_ID": unique_name("g"),
-        "STREAMMOE_KAFKA__SESSION_TIMEOUT_MS": "6000", "STREAMMOE_KAFKA__HEARTBEAT_INTERVAL_MS": "1000",
-        "STREAMMOE_KAFKA__MAX_POLL_INTERVAL_MS": "10000",
         **{f"STREAMMOE_KAFKA__{k.upper()}": v for k, v in topics.items()},
         "STREAMMOE_REDIS__URL": redis_server.url, "STREAMMOE_MODEL__NAME": model,
         "STREAMMOE_MODEL__PARAMS": json.dumps(PARAMS),
@@ -53,7 +51,9 @@ def test_sigterm_finishes_the_batch_checkpoints_and_exits_cleanly(kafka_broker, 
         "STREAMMOE_CHECKPOINT__EVERY_EVENTS": "100000000", "STREAMMOE_CHECKPOINT__EVERY_SECONDS": "3600",
         "STREAMMOE_HTTP__PORT": "0", "STREAMMOE_LOG_JSON": "true",
     })
-    proc = subprocess.Popen([sys.executable, "-m", "streammoe", "serve"], env=env, cwd=REPO,
+    # the consumer timings a Tansu broker needs, given as flags (docs/service.md, "Group joins slow")
+    proc = subprocess.Popen([sys.executable, "-m", "streammoe", "serve", "--session-timeout-ms", "6000",
+                             "--heartbeat-interval-ms", "1000", "--max-poll-interval-ms", "10000"], env=env, cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         result = cli("generate", "sea_a", "--n", "200", "--seed", "1", "--bootstrap-servers", kafka_broker,
@@ -131,6 +131,21 @@ def test_health_and_metrics_endpoints_and_keyed_models(kafka_broker, topic_facto
                f"{model}/{topics['input_topic']}/1").output
     assert "key 'k1': 3 experts" in text and "offsets:" in text
     assert ("pool/trees" in text and "pool/router/0" in text) if engine == "pool" else "expert/0" in text
+
+
+def test_serve_consumer_timing_flags_reach_the_settings(monkeypatch):
+    monkeypatch.setenv("STREAMMOE_REDIS__URL", "redis://user:s3cret@127.0.0.1:1/0")
+    result = runner.invoke(app, ["serve", "--show-settings", "--session-timeout-ms", "6000",
+                                 "--heartbeat-interval-ms", "1000", "--max-poll-interval-ms", "5000"])
+    assert result.exit_code == 0, result.output
+    shown = json.loads(result.output)
+    assert {k: shown["kafka"][k] for k in ("session_timeout_ms", "heartbeat_interval_ms", "max_poll_interval_ms")} \
+        == {"session_timeout_ms": 6000, "heartbeat_interval_ms": 1000, "max_poll_interval_ms": 5000}
+    assert "s3cret" not in result.output and shown["redis"]["url"] == "redis://user:****@127.0.0.1:1/0"
+    settings = Settings.load(kafka=shown["kafka"])
+    assert settings.kafka.consumer_kwargs()["session_timeout_ms"] == 6000  # what the consumer is given
+    result = runner.invoke(app, ["serve", "--show-settings", "--session-timeout-ms", "2000"])  # heartbeat 3000
+    assert result.exit_code == 2 and "heartbeat_interval_ms must be lower than session_timeout_ms" in result.output
 
 
 def test_cli_errors_are_clear(kafka_broker, redis_server, topic_factory):

@@ -257,7 +257,8 @@ def test_windowed_csv_content_and_expert_shares(tmp_path):
     ht = [r for r in rows if r["model"] == "ht"]
     assert all(r["share_expert_0"] == "" for r in ht)
     s = result.summary["models"]["moe"]
-    assert s["expert_predictions"] == [150, 100, 100] and s["expert_shares"] == pytest.approx([150 / 350, 100 / 350, 100 / 350])
+    assert s["expert_predictions"] == [150, 100, 100]
+    assert s["expert_shares"] == pytest.approx([150 / 350, 100 / 350, 100 / 350])
     assert s["drift_log"] == [{"event": 150, "action": "grow", "expert": 2, "kind": "river-ht", "reason": "test"}]
     assert "expert_shares" not in result.summary["models"]["ht"]
 
@@ -282,7 +283,8 @@ def test_unlabelled_events_are_reported_not_scored():
 def test_summary_is_json_and_has_the_fields():
     events = _sea(600)
     src = ListSource(events, name="sea_demo", drift_positions=[300], drift_width=0)
-    result = Prequential({"ht": tree.HoeffdingTreeClassifier()}, window=100).run(src, seed=7, extra={"config": {"x": 1}})
+    runner = Prequential({"ht": tree.HoeffdingTreeClassifier()}, window=100)
+    result = runner.run(src, seed=7, extra={"config": {"x": 1}})
     s = json.loads(json.dumps(result.summary, allow_nan=False))
     assert s["source"] == {"name": "sea_demo", "n": 600, "n_requested": 600, "drift_positions": [300],
                            "drift_width": 0}

@@ -235,6 +235,25 @@ def test_copy_and_reset_tree():
     assert pool.describe(2)["n_nodes"] == pool.n_nodes(2) > 1
 
 
+def test_numpy_reset_equals_the_reset_kernel():
+    """Pools reset their trees with NumPy fills (no kernel to compile at start-up): the same state."""
+    from streammoe.experts.fast_tree import _reset_tree, _reset_tree_kernel
+
+    X, Y = synthetic(5, 1500, 4, 3)
+    a = TreePool(2, 4, 3, grace_period=20)
+    for x, y in zip(X, Y):
+        a.learn(1, x, int(y))
+    assert a.n_nodes(1) > 3
+    b = TreePool(2, 4, 3, grace_period=20)
+    for name in a.arrays._fields:
+        getattr(b.arrays, name)[...] = getattr(a.arrays, name)
+    _reset_tree(a.arrays, 1)
+    _reset_tree_kernel(b.arrays, 1)
+    for name in a.arrays._fields:
+        assert np.array_equal(getattr(a.arrays, name), getattr(b.arrays, name)), name
+    assert np.array_equal(a.arrays.feature, TreePool(2, 4, 3, grace_period=20).arrays.feature)
+
+
 def test_leaf_prediction_modes():
     X, Y = synthetic(6, 800, 3, 3)
     for mode in ("mc", "nb", "nba"):

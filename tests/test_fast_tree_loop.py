@@ -4,8 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from streammoe.experts.fast_loop import (WindowResult, run_window, run_window_per_event,
-                                         task_step, top_k_order)
+from streammoe.experts.fast_loop import WindowResult, run_window, run_window_per_event, task_step, top_k_order
 from streammoe.experts.fast_tree import TreePool
 
 FIELDS = ("proba", "y_pred", "expert", "mask", "expert_pred")

@@ -113,7 +113,8 @@ csv_cell = st.one_of(st.floats(allow_nan=True, allow_infinity=True).map(repr), s
                                            '\x1c\x1d\x1e\x85\u2028\u2029'), max_size=5), st.just(""))
 # no quote characters here: a quote may join physical lines into one CSV row (documented; the
 # row is then reported at its first line), which the exact line accounting below does not model
-csv_line = st.one_of(st.lists(csv_cell, min_size=1, max_size=4).map(",".join), line_text.map(lambda s: s.replace('"', "")))
+csv_line = st.one_of(st.lists(csv_cell, min_size=1, max_size=4).map(",".join),
+                     line_text.map(lambda s: s.replace('"', "")))
 jsonl_line = st.one_of(line_text, st.just('{"a": 1, "y": 0}'), st.just('{"a": NaN, "y": 1}'),
                        st.dictionaries(st.sampled_from(["a", "b", "y", "x"]), values, max_size=3).map(repr))
 

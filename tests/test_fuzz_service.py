@@ -32,8 +32,15 @@ from hypothesis import strategies as st
 from services import ListSink, rec
 from streammoe import DriftMoE
 from streammoe.service.owner import OwnerConfig, PartitionOwner
-from streammoe.service.schema import (DeadLetter, DecodeLimits, Event, LabelMessage, ReasonCode, decode_event,
-                                      decode_label)
+from streammoe.service.schema import (
+    DeadLetter,
+    DecodeLimits,
+    Event,
+    LabelMessage,
+    ReasonCode,
+    decode_event,
+    decode_label,
+)
 from streammoe.state.codec import state_digest
 from streammoe.state.redis_store import RedisStore
 

@@ -13,7 +13,7 @@ import copy
 import numpy as np
 import pytest
 
-from streammoe.gpu.backend import cupy_available, cuda_status, is_simulator
+from streammoe.gpu.backend import cuda_status, cupy_available, is_simulator
 
 pytestmark = [
     pytest.mark.gpu,

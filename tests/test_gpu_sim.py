@@ -107,7 +107,8 @@ def check_keyed() -> dict:
         pa, pb = models["cpu"].pool.to_arrays(), models["cuda"].pool.to_arrays()
         out["mismatch"] += [f"{combine} pool {f}" for f in pa if not np.array_equal(pa[f], pb[f])]
         for ra, rb in zip(models["cpu"].routers, models["cuda"].routers):
-            out["mismatch"] += [f"{combine} router {p}" for p in ra.params if not np.array_equal(ra.params[p], rb.params[p])]
+            out["mismatch"] += [f"{combine} router {p}" for p in ra.params
+                                if not np.array_equal(ra.params[p], rb.params[p])]
         out["router_steps"] = int(models["cuda"].router_steps.sum())
         out["nodes"] = int(models["cuda"].pool.arrays.n_nodes.sum())
     return out

@@ -165,7 +165,7 @@ def test_growing_features_and_classes_and_bad_input():
 def test_determinism_with_seeds():
     X, y = flip_stream(500, 8, segments=(0, 1))
     a, b, c = (AdapterMixtureExpert(seed=s, drift_delta=0.01) for s in (11, 11, 12))
-    ha, hb, hc = run(a, X, y), run(b, X, y), run(c, X, y)
+    ha, hb, _ = run(a, X, y), run(b, X, y), run(c, X, y)
     assert np.array_equal(ha, hb) and a.to_state() == b.to_state()
     assert a.to_state() != c.to_state()
     # the caller's torch thread setting is left as it was

@@ -100,8 +100,10 @@ def test_snapshot_of_grown_tree_carries_every_part():
                 assert list(sa._att_dist_per_class) == list(sb._att_dist_per_class)
                 for k, ga in sa._att_dist_per_class.items():
                     gb = sb._att_dist_per_class[k]
-                    assert (ga._var.mean.n, ga._var.mean._mean, ga._var._S) == (gb._var.mean.n, gb._var.mean._mean, gb._var._S)
-                    assert (sa._min_per_class[k] is sa._max_per_class[k]) == (sb._min_per_class[k] is sb._max_per_class[k])
+                    assert (ga._var.mean.n, ga._var.mean._mean, ga._var._S) == \
+                        (gb._var.mean.n, gb._var.mean._mean, gb._var._S)
+                    assert (sa._min_per_class[k] is sa._max_per_class[k]) == \
+                        (sb._min_per_class[k] is sb._max_per_class[k])
         else:
             assert (a.feature, a.threshold) == (b.feature, b.threshold)
     assert e.tree.classes == r.tree.classes

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import redis
+from test_daemon import PARAMS, make_topics, offline_partition, processed, produce, settings, stopped
 
 from services import unique_name, wait_until
 from streammoe.connectors import open_source
@@ -25,7 +26,6 @@ from streammoe.service.settings import RedisSettings, Settings
 from streammoe.state.codec import state_digest
 from streammoe.state.redis_store import RedisStore, StoreUnavailableError
 from streammoe.testing import RedisUser, make_tls_files, read_topic
-from test_daemon import PARAMS, make_topics, offline_partition, processed, produce, settings, stopped
 
 REPO = Path(__file__).resolve().parents[1]
 PASSWORD = "s3cret-acl-pass"

@@ -160,7 +160,8 @@ def test_restartable_broker_keeps_topics_records_and_group_offsets_across_sigkil
     broker.kill()
     broker.start()
     assert broker.port == port
-    assert sorted(r.value for r in read_topic(broker.bootstrap, topic, 50)) == sorted(f"v{i}".encode() for i in range(50))
+    got = sorted(r.value for r in read_topic(broker.bootstrap, topic, 50))
+    assert got == sorted(f"v{i}".encode() for i in range(50))
     produce_values(broker.bootstrap, topic, [b"after"])
     assert [r.value for r in consume_in_group(broker.bootstrap, topic, group, 1)] == [b"after"]  # offsets kept
     assert len(first) == 50

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .fast_tree import TreePool, argmax_or_neg, kernel, learn_leaf, needs_room, predict_tree
+from .fast_tree import TreePool, argmax_or_neg, inner_only, kernel, learn_leaf, needs_room, predict_tree
 
 __all__ = ["COMBINES", "WindowResult", "TaskStepResult", "run_window", "run_window_per_event",
            "task_step", "top_k_order", "top_k_members"]
@@ -334,3 +334,6 @@ def task_step(pool: TreePool, w_row, x, y: int = -1, combine: str = "top1") -> T
         np.zeros(E, dtype=np.int64), np.zeros(E, dtype=np.int64), np.zeros(4), np.zeros(2, dtype=np.int64)))
     pool._ensure_room()
     return res
+
+
+inner_only(_argmax_first, router_target, normalise_row, _top_k_into)

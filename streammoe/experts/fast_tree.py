@@ -129,6 +129,15 @@ def kernel(fn=None, *, inline: bool = False):
     return njit(**opts)(fn)
 
 
+def inner_only(*kernels) -> None:
+    """Mark kernels that only other kernels call: they are compiled without the wrappers that make a
+    kernel callable from Python (argument unboxing of the ~25 pool arrays, a C entry point).  Those
+    wrappers were about a quarter of a cold start's compilation; a kernel called from Python must
+    not be listed here (it would raise a TypeError)."""
+    for k in kernels:
+        k.targetoptions.update(no_cpython_wrapper=True, no_cfunc_wrapper=True)
+
+
 @kernel(inline=True)
 def find_leaf(A, t, x):
     """Node index of the leaf that ``x`` reaches in tree ``t``."""
@@ -475,7 +484,7 @@ def _attempt_split(A, hp, t, node, s, total, buf, order):
     pre_entropy = _entropy(A.class_w[t, s], A.keys[t, s], nk)
     best = _NEG_INF  # the null split comes first
     second = _NEG_INF
-    best_f = -1
+    best_f = np.int64(-1)  # typed int64 from the start: a literal -1 would compile _split_leaf twice
     best_sv = 0.0
     for f in range(D):
         merit, sv = _best_threshold(A, hp, t, s, f, pre_entropy, lhs, rhs)
@@ -507,7 +516,7 @@ def learn_tree(A, hp, t, x, y, buf, order):
 
     The caller guarantees room for two more nodes when the tree is below its node cap.
     """
-    learn_leaf(A, hp, t, find_leaf(A, t, x), x, y, buf, order, -2)
+    learn_leaf(A, hp, t, find_leaf(A, t, x), x, y, buf, order, np.int64(-2))  # int64: the window's overload
 
 
 @kernel(inline=True)
@@ -573,6 +582,22 @@ def needs_room(A, hp):
         if need > cap and need <= hp[HP_MAX_NODES]:
             return True
     return False
+
+
+#: the value every entry of a field holds in an empty tree (links and orders -1, the rest 0)
+_EMPTY = {name: -1 if name in ("feature", "left", "right", "slot") + _ORDER_FIELDS else 0
+          for name in TreeArrays._fields}
+
+
+def _reset_tree(A, t: int) -> None:
+    """Tree ``t`` becomes a fresh tree: NumPy slice fills, the state :func:`_reset_tree_kernel`
+    leaves (tested equal).  A reset runs when a pool is built or an expert replaced, never per
+    event, so compiling a kernel for it would only lengthen a cold start."""
+    for name in TreeArrays._fields:
+        getattr(A, name)[t] = _EMPTY[name]
+    A.slot[t, 0] = 0
+    A.n_nodes[t] = 1
+    A.n_leaves[t] = 1
 
 
 @kernel
@@ -690,7 +715,7 @@ class TreePool:
         N = _capacity_ladder(1, self._node_cap(int(n_features), int(n_classes)))
         self._alloc(int(n_trees), int(n_features), int(n_classes), N)
         for t in range(self.n_trees):
-            _reset_tree_kernel(self.arrays, t)
+            _reset_tree(self.arrays, t)
 
     # ------------------------------------------------------------------ shapes and memory
     @property
@@ -774,9 +799,7 @@ class TreePool:
         fields = {}
         for name in TreeArrays._fields:
             dtype = np.int64 if name in _INT_FIELDS else np.float64
-            a = np.zeros(shapes[name], dtype=dtype)
-            if name in ("feature", "left", "right", "slot") + _ORDER_FIELDS:
-                a.fill(-1)
+            a = np.full(shapes[name], _EMPTY[name], dtype=dtype)
             if old is not None:
                 src = getattr(old, name)
                 a[tuple(slice(0, min(m, k)) for m, k in zip(a.shape, src.shape))] = \
@@ -813,7 +836,7 @@ class TreePool:
         first = self.n_trees
         self._alloc(first + int(k), self.n_features, self.n_classes, self.capacity, self.arrays)
         for t in range(first, self.n_trees):
-            _reset_tree_kernel(self.arrays, t)
+            _reset_tree(self.arrays, t)
         return first
 
     # ------------------------------------------------------------------ validation
@@ -855,7 +878,7 @@ class TreePool:
 
     def reset_tree(self, t: int) -> None:
         """Put a fresh, empty tree in slot ``t``."""
-        _reset_tree_kernel(self.arrays, self._tree(t))
+        _reset_tree(self.arrays, self._tree(t))
 
     def copy_tree(self, src: int, dst: int) -> None:
         """Make tree ``dst`` an exact copy of tree ``src``."""
@@ -958,3 +981,8 @@ class TreePool:
         pool._alloc(E, D, C, N, stub)
         refresh_caches(pool.arrays)
         return pool
+
+
+inner_only(find_leaf, _has, _slot_total, _mc_proba, _first_max, _nb_proba, _clear_gaussians, _clear_slot,
+           _refresh_cache, _entropy, _post_split, _side_weight, _best_threshold, _init_child, _split_leaf,
+           _attempt_split, learn_leaf)

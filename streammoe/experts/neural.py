@@ -23,8 +23,9 @@ partitioning one LoRA's ranks into blocks and activating whole blocks):
   measures both; the registered defaults follow that measurement.
 
 Speed: the per-event forward pass is one compiled (Numba) call on the NumPy master weights
-(:mod:`.neural_kernels`), and the last forward is cached, so the model's ``predict_one`` followed by ``learn_one`` on the same event
-costs one forward.  Learning buffers events and takes one Adam step per ``batch`` events; the
+(:mod:`.neural_kernels`), and the last forward is cached, so the model's ``predict_one`` followed
+by ``learn_one`` on the same event costs one forward. Learning buffers events and takes one Adam
+step per ``batch`` events; the
 backward pass of that step uses torch autograd on zero-copy views of the NumPy weights, and the
 Adam update (per-row for the adapter, so frozen and inactive ranks never move) is applied in
 NumPy.  Prequential order holds: an event is predicted with the weights of the last step, before
@@ -232,7 +233,8 @@ class AdapterMixtureExpert:
         if x.ndim != 1:
             raise ValueError(f"x must be a 1-D feature vector, got shape {x.shape}")
         if x.size < self.n_features:
-            raise ValueError(f"x has {x.size} features but this expert has seen {self.n_features}; vectors may only grow")
+            raise ValueError(f"x has {x.size} features but this expert has seen {self.n_features}; "
+                             "vectors may only grow")
         if not np.isfinite(x).all():
             raise ValueError(f"x has non-finite values at positions {np.flatnonzero(~np.isfinite(x)).tolist()}")
         return x
@@ -437,7 +439,8 @@ class AdapterMixtureExpert:
             "counters": np.array([self.base_steps, self.n_learned, self.n_steps, self.n_drifts, self.n_pruned,
                                   self.version, self.next_unit_id], dtype=np.int64),
             "rank_steps": self.rank_steps, "unit_frozen": self.unit_frozen, "unit_usage": self.unit_usage,
-            "unit_age": self.unit_age, "unit_born": self.unit_born, "unit_id": self.unit_id, "mean": self.mean, "m2": self.m2,
+            "unit_age": self.unit_age, "unit_born": self.unit_born, "unit_id": self.unit_id,
+            "mean": self.mean, "m2": self.m2,
             "count": self.count, "inv_std": self.inv_std, "buf_x": bx,
             "buf_y": np.asarray(self.buf_y, dtype=np.int64), "rng": _rng_state(self.rng),
         })

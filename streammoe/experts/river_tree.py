@@ -104,7 +104,8 @@ class RiverTreeExpert:
     def __init__(self, grace_period: int = 50, delta: float = 1e-7, binary: bool = False, **tree_kwargs: Any):
         refused = _REFUSED_KWARGS & set(tree_kwargs)
         if refused:
-            raise ValueError(f"{sorted(refused)} not supported: experts see dense numeric features (Gaussian splitters)")
+            raise ValueError(f"{sorted(refused)} not supported: experts see dense numeric features "
+                             "(Gaussian splitters)")
         for k, v in tree_kwargs.items():
             if v is not None and not isinstance(v, (bool, int, float, str)):
                 raise TypeError(f"tree option {k}={v!r} must be a plain scalar so it can be stored as JSON")

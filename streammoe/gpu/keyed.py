@@ -91,6 +91,30 @@ class KeyedDriftMoE:
     ``n_features``, ``n_classes`` (``None``: grow as labels appear), ``device``
     (``'cpu'``, ``'cuda'``, ``'auto'``), ``router_device`` (``'cpu'``: exact, or ``'cuda'``:
     CuPy) and ``tree_options`` (extra :class:`TreePool` keywords, e.g. ``max_nodes``).
+
+    Examples
+    --------
+    Three tenants' events interleaved in one batch; each key's model answers, then learns, its own events:
+
+    >>> import numpy as np
+    >>> from streammoe import KeyedDriftMoE
+    >>> from streammoe.connectors import open_source
+    >>> events = list(open_source("sea_a", n=3000, seed=1))
+    >>> X = np.array([[x[f] for f in sorted(x)] for x, _ in events])
+    >>> y = np.array([label for _, label in events], dtype=np.int64)
+    >>> keys = np.arange(3000) % 3
+    >>> model = KeyedDriftMoE(3, 3, 2, n_experts=4, top_k=2, seed=1)
+    >>> res = model.learn_predict_window(keys, X, y)
+    >>> res.y_pred.shape, res.proba.shape
+    ((3000,), (3000, 2))
+    >>> float((res.y_pred[1500:] == y[1500:]).mean()) > 0.8
+    True
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     model.save(folder)
+    ...     again = KeyedDriftMoE.load(folder)
+    >>> np.array_equal(again.predict(keys[:30], X[:30]).y_pred, model.predict(keys[:30], X[:30]).y_pred)
+    True
     """
 
     def __init__(self, n_keys: int, n_features: int, n_classes: int | None = None, *, n_experts: int = 12,

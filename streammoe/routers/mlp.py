@@ -1,9 +1,9 @@
 """The DriftMoE router: a small MLP ``d -> hidden -> hidden/2 -> E`` trained online.
 
-Written in NumPy (float32, torch's default precision, as in the reference) rather than torch because the router must *grow* while the
-stream runs (new features add input columns, new classes add experts in task mode), its
-state must serialise without pickle, and its forward pass over a frozen window must be a
-single batched matrix product.  The maths is the reference model's: ReLU, dropout 0.2
+Written in NumPy (float32, torch's default precision, as in the reference) rather than torch
+because the router must *grow* while the stream runs (new features add input columns, new
+classes add experts in task mode), its state must serialise without pickle, and its forward pass
+over a frozen window must be a single batched matrix product.  The maths is the reference model's: ReLU, dropout 0.2
 during training, Xavier-uniform init, BCE-with-logits against a multi-hot target, Adam
 (torch's update rule, bias-corrected).  ``tests/test_router.py`` checks the gradients and
 the Adam step against torch autograd.
@@ -338,7 +338,8 @@ class MLPRouter:
         arrays.update({f"m_{k}": v for k, v in self.m.items()})
         arrays.update({f"v_{k}": v for k, v in self.v.items()})
         rng_state = self.rng.bit_generator.state["state"]
-        arrays["hyper"] = np.array([self.hidden, self.lr, self.dropout, self.beta1, self.beta2, self.eps], dtype=np.float64)
+        arrays["hyper"] = np.array([self.hidden, self.lr, self.dropout, self.beta1, self.beta2, self.eps],
+                                   dtype=np.float64)
         arrays["steps"] = np.array([self.steps], dtype=np.int64)
         # PCG64 state is two 128-bit integers; store them as decimal strings in a uint8 array.
         arrays["rng"] = np.frombuffer(f"{rng_state['state']}:{rng_state['inc']}".encode(), dtype=np.uint8)

@@ -13,8 +13,9 @@ What happens, in order:
 3. Loop: poll a batch; queue records per partition; release them in event-time order
    (:mod:`.align`) to the partition's :class:`~.owner.PartitionOwner`, which decodes,
    dead-letters, predicts and learns; predictions and dead letters are produced
-   asynchronously, by default from a child process (:mod:`.sender`).  A partition whose ``checkpoint.every_events`` or ``every_seconds`` is
-   reached is checkpointed: producer flushed first (predictions are at-least-once), then one
+   asynchronously, by default from a child process (:mod:`.sender`). A partition whose
+   ``checkpoint.every_events`` or ``every_seconds`` is reached is checkpointed: producer flushed
+   first (predictions are at-least-once), then one
    fenced atomic Redis commit (learning is exactly-once).
    A partition whose stored state fails its HMAC check (``redis.hmac_key``: tampered, or
    signed with another key) or is not a valid state is *refused*: nothing of it is loaded
@@ -224,9 +225,9 @@ class Daemon:
     def start(self) -> "Daemon":
         """Connect everything and join the group (returns before the first assignment)."""
         from kafka import KafkaConsumer
+        from kafka.coordinator.assignors.range import RangePartitionAssignor
 
         from .sender import make_sender
-        from kafka.coordinator.assignors.range import RangePartitionAssignor
 
         s = self.settings
         topics = [s.kafka.input_topic] + ([s.kafka.labels_topic] if s.kafka.labels_topic else [])

@@ -365,8 +365,9 @@ def encode_prediction(event_id: str, y_pred: Any, proba: dict[Any, float], exper
                       model_version: int | str, latency_ms: float) -> bytes:
     """JSON bytes of one prediction (the :class:`Prediction` format).
 
-    Uses one cached stdlib encoder rather than a pydantic model per event (cheaper).  Raises ``ValueError`` if a probability is NaN/inf (the model produced garbage;
-    the daemon reports that as ``processing_error``).
+    Uses one cached stdlib encoder rather than a pydantic model per event (cheaper). Raises
+    ``ValueError`` if a probability is NaN/inf (the model produced garbage; the daemon reports that
+    as ``processing_error``).
     """
     if hasattr(y_pred, "item"):  # numpy scalar -> Python scalar
         y_pred = y_pred.item()

@@ -15,6 +15,30 @@ class FileStore:
 
     Writes go to a temporary file in the same directory, are fsync'ed and then renamed over
     the old archive, so a crash leaves either the old or the new state, never a mix.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from streammoe.state.file import FileStore
+    >>> folder = tempfile.TemporaryDirectory()
+    >>> store = FileStore(folder.name)
+    >>> store.write("fraud", {"meta": b'{"n": 1}', "expert/0": b"\\x00\\x01"})
+    >>> store.read("fraud")["meta"], store.names()
+    (b'{"n": 1}', ['fraud'])
+    >>> store.write("fraud", {"expert/0": b"\\x02"}, replace=False)  # update one part, keep the others
+    >>> sorted(store.read("fraud").items())
+    [('expert/0', b'\\x02'), ('meta', b'{"n": 1}')]
+
+    ``DriftMoE.save`` / ``load`` use it when given a folder:
+
+    >>> from streammoe import DriftMoE
+    >>> model = DriftMoE(seed=1)
+    >>> model.learn_one({"a": 1.0, "b": 0.0}, True)
+    >>> model.save(folder.name, name="m")
+    >>> DriftMoE.load(folder.name, name="m").predict_proba_one({"a": 1.0, "b": 0.0}) == model.predict_proba_one(
+    ...     {"a": 1.0, "b": 0.0})
+    True
+    >>> folder.cleanup()
     """
 
     def __init__(self, root: str | os.PathLike):

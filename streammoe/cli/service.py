@@ -1,14 +1,13 @@
-"""The service commands of the ``streammoe`` CLI: ``serve``, ``generate``, ``inspect``.
+"""The service commands: ``serve``, ``generate``, ``inspect``.
 
-Why a module of its own: these commands need Kafka / Redis clients and the daemon, the
-rest of the CLI does not; :func:`register` adds them to the main typer ``app``.  Like the
-other commands they are thin: options become :class:`~streammoe.service.settings.Settings`
-overrides (on top of the config file and ``STREAMMOE_*`` variables), library errors become
-one clear line and an exit code (2: bad options or configuration, 1: a runtime failure).
+Options become :class:`~streammoe.service.settings.Settings` overrides (on top of the config file and
+``STREAMMOE_*`` variables); library errors become one ``error:`` line and an exit code (2: bad options
+or configuration, 1: a runtime failure).
 """
 from __future__ import annotations
 
 import json
+import re
 import signal
 from enum import Enum
 from pathlib import Path
@@ -16,10 +15,10 @@ from typing import Any, Optional
 
 import typer
 
-__all__ = ["serve", "generate", "inspect", "register"]
+from .errors import RUNTIME_ERROR, USAGE_ERROR, fail
+from .sources import open_source
 
-USAGE_ERROR = 2
-RUNTIME_ERROR = 1
+__all__ = ["serve", "generate", "inspect"]
 
 
 class LabelMode(str, Enum):
@@ -38,11 +37,6 @@ class LogLevel(str, Enum):
     INFO = "INFO"
     WARNING = "WARNING"
     ERROR = "ERROR"
-
-
-def _fail(message: str, code: int) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(code)
 
 
 def _put(tree: dict, dotted: str, value: Any) -> None:
@@ -70,15 +64,15 @@ def _parse_params(items: list[str]) -> dict[str, Any]:
 def _load_settings(config: Optional[Path], overrides: dict) -> Any:
     from pydantic import ValidationError
 
-    from .service.settings import Settings, SettingsFileError
+    from ..service.settings import Settings, SettingsFileError
 
     try:
         return Settings.load(config, **overrides)
     except SettingsFileError as exc:
-        raise _fail(str(exc), USAGE_ERROR)
+        raise fail(str(exc), USAGE_ERROR)
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors(include_url=False))
-        raise _fail(f"invalid settings: {problems}", USAGE_ERROR)
+        raise fail(f"invalid settings: {problems}", USAGE_ERROR)
 
 
 _CONFIG = typer.Option(None, "--config", help="TOML settings file (default: $STREAMMOE_CONFIG).",
@@ -96,6 +90,16 @@ def serve(
     deadletter_topic: Optional[str] = typer.Option(None, help="Topic refused messages are written to."),
     group_id: Optional[str] = typer.Option(None, "--group-id", help="Consumer group (daemons sharing it split "
                                                                    "the partitions)."),
+    session_timeout_ms: Optional[int] = typer.Option(
+        None, "--session-timeout-ms", min=1, help="kafka.session_timeout_ms: a member silent this long leaves the "
+        "group (default 10000; Tansu or a slow network: 6000 with --heartbeat-interval-ms 1000)."),
+    heartbeat_interval_ms: Optional[int] = typer.Option(
+        None, "--heartbeat-interval-ms", min=1, help="kafka.heartbeat_interval_ms, below the session timeout "
+        "(default 3000)."),
+    max_poll_interval_ms: Optional[int] = typer.Option(
+        None, "--max-poll-interval-ms", min=1, help="kafka.max_poll_interval_ms: the longest pause between polls "
+        "before the member is dropped; a rebalance waits up to this long for members to rejoin (default 300000; "
+        "5000 lets a group join in seconds)."),
     redis_url: Optional[str] = _REDIS,
     model_name: Optional[str] = typer.Option(None, "--model-name", help="Name of the model state in Redis."),
     param: list[str] = typer.Option([], "--param", help="DriftMoE parameter NAME=VALUE (repeatable), e.g. "
@@ -110,6 +114,8 @@ def serve(
     http_port: Optional[int] = typer.Option(None, "--http-port", min=0, max=65535, help="Port (0 = any free)."),
     log_level: Optional[LogLevel] = typer.Option(None, "--log-level"),
     log_json: Optional[bool] = typer.Option(None, "--log-json/--log-text", help="JSON log lines or text."),
+    show_settings: bool = typer.Option(False, "--show-settings", help="Print the effective settings (file, "
+                                       "STREAMMOE_* variables and flags merged; secrets hidden) as JSON and exit."),
 ) -> None:
     """Run the daemon: consume events, predict, learn, checkpoint state to Redis.
 
@@ -119,6 +125,9 @@ def serve(
     for dotted, value in (("kafka.bootstrap_servers", bootstrap_servers), ("kafka.input_topic", input_topic),
                           ("kafka.predictions_topic", predictions_topic), ("kafka.labels_topic", labels_topic),
                           ("kafka.deadletter_topic", deadletter_topic), ("kafka.group_id", group_id),
+                          ("kafka.session_timeout_ms", session_timeout_ms),
+                          ("kafka.heartbeat_interval_ms", heartbeat_interval_ms),
+                          ("kafka.max_poll_interval_ms", max_poll_interval_ms),
                           ("redis.url", redis_url), ("model.name", model_name),
                           ("serve.model_per", model_per.value if model_per else None),
                           ("checkpoint.every_events", checkpoint_events),
@@ -128,7 +137,7 @@ def serve(
     try:
         params = _parse_params(param)
     except ValueError as exc:
-        raise _fail(str(exc), USAGE_ERROR)
+        raise fail(str(exc), USAGE_ERROR)
     if params:
         overrides.setdefault("model", {})["params"] = params
     if log_level is not None:
@@ -136,21 +145,24 @@ def serve(
     if log_json is not None:
         overrides["log_json"] = log_json
     settings = _load_settings(config, overrides)  # --param values extend the file's model.params
+    if show_settings:  # SecretStr fields print as ****; a password inside a URL is masked here
+        typer.echo(re.sub(r'(://[^:/@\s"]*:)[^@/\s"]+@', r"\1****@", settings.model_dump_json(indent=2)))
+        return
 
-    from .service.daemon import Daemon, DaemonError
-    from .service.logs import configure_logging
-    from .state.redis_store import StoreUnavailableError
+    from ..service.daemon import Daemon, DaemonError
+    from ..service.logs import configure_logging
+    from ..state.redis_store import StoreUnavailableError
 
     configure_logging(settings.log_level, settings.log_json)
     try:
         daemon = Daemon(settings)
         daemon.start()
     except DaemonError as exc:
-        raise _fail(str(exc), USAGE_ERROR)
+        raise fail(str(exc), USAGE_ERROR)
     except StoreUnavailableError as exc:
-        raise _fail(str(exc), RUNTIME_ERROR)
+        raise fail(str(exc), RUNTIME_ERROR)
     except Exception as exc:  # Kafka unreachable, bad security options...
-        raise _fail(f"cannot start: {type(exc).__name__}: {exc}", RUNTIME_ERROR)
+        raise fail(f"cannot start: {type(exc).__name__}: {exc}", RUNTIME_ERROR)
 
     def on_signal(signum: int, frame: Any) -> None:
         daemon.stop()
@@ -159,12 +171,12 @@ def serve(
     try:
         daemon.run()
     except Exception as exc:
-        raise _fail(f"the daemon stopped: {exc}", RUNTIME_ERROR)
+        raise fail(f"the daemon stopped: {exc}", RUNTIME_ERROR)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     if daemon.error is not None:
-        raise _fail(f"the daemon stopped: {daemon.error}", RUNTIME_ERROR)
+        raise fail(f"the daemon stopped: {daemon.error}", RUNTIME_ERROR)
 
 
 def generate(
@@ -190,7 +202,8 @@ def generate(
     ts_step: Optional[float] = typer.Option(None, min=0.0, help="Synthetic event times: seconds between "
                                                                 "events (default: wall clock)."),
     create_topics: bool = typer.Option(False, "--create-topics", help="Create missing input, labels, "
-                                       "predictions and dead-letter topics (input/labels with --partitions)."),
+                                       "predictions and dead-letter topics, each with --partitions partitions "
+                                       "(default 1)."),
 ) -> None:
     """Write a stream to the input topic, with labels inline or delayed on the labels topic."""
     overrides: dict[str, Any] = {}
@@ -200,35 +213,30 @@ def generate(
     settings = _load_settings(config, overrides)
     k = settings.kafka
     if labels is LabelMode.delayed and not k.labels_topic:
-        raise _fail("--labels delayed needs a labels topic (--labels-topic or kafka.labels_topic)", USAGE_ERROR)
+        raise fail("--labels delayed needs a labels topic (--labels-topic or kafka.labels_topic)", USAGE_ERROR)
 
-    from . import connectors
-
-    try:
-        src = connectors.open_source(source, n=n, seed=seed, target=target)
-    except (ValueError, LookupError, OSError) as exc:
-        raise _fail(f"cannot open source {source!r}: {exc}", USAGE_ERROR)
+    src = open_source(source, n, seed, target)
 
     from kafka import KafkaProducer
 
-    from .service.generate import generate as run_generate
+    from ..service.generate import generate as run_generate
 
     try:
         if create_topics:
             _create_topics(settings, partitions or 1)
         producer = KafkaProducer(**k.producer_kwargs())
     except Exception as exc:
-        raise _fail(f"cannot connect to Kafka at {k.bootstrap_servers}: {type(exc).__name__}: {exc}", RUNTIME_ERROR)
+        raise fail(f"cannot connect to Kafka at {k.bootstrap_servers}: {type(exc).__name__}: {exc}", RUNTIME_ERROR)
     try:
         n_parts = partitions or len(producer.partitions_for(k.input_topic) or ())
         if not n_parts:
-            raise _fail(f"topic {k.input_topic!r} has no partitions (does it exist? try --create-topics)",
+            raise fail(f"topic {k.input_topic!r} has no partitions (does it exist? try --create-topics)",
                         USAGE_ERROR)
         report = run_generate(src, producer, k.input_topic, partitions=n_parts, labels=labels.value,
                               labels_topic=k.labels_topic, delay=delay, keys=keys, rate=rate,
                               id_prefix=id_prefix, start=start, ts_step=ts_step)
     except ValueError as exc:
-        raise _fail(str(exc), USAGE_ERROR)
+        raise fail(str(exc), USAGE_ERROR)
     finally:
         producer.close(timeout=10)
     bad = getattr(getattr(src, "errors", None), "total", 0)
@@ -238,13 +246,11 @@ def generate(
 
 
 def _create_topics(settings: Any, partitions: int) -> None:
-    from .service.topics import create_missing_topics
+    from ..service.topics import create_missing_topics
 
     k = settings.kafka
-    wanted = {k.input_topic: partitions, k.predictions_topic: 1, k.deadletter_topic: 1}
-    if k.labels_topic:
-        wanted[k.labels_topic] = partitions
-    create_missing_topics(wanted, **k.common_kwargs())
+    names = [k.input_topic, k.labels_topic, k.predictions_topic, k.deadletter_topic]
+    create_missing_topics({name: partitions for name in names if name}, **k.common_kwargs())
 
 
 def inspect(
@@ -262,27 +268,20 @@ def inspect(
     _put(overrides, "redis.key_prefix", prefix)
     settings = _load_settings(config, overrides)
 
-    from .service.daemon import make_store
-    from .service.inspection import format_report, inspect_store
-    from .state.redis_store import StoreUnavailableError
+    from ..service.daemon import make_store
+    from ..service.inspection import format_report, inspect_store
+    from ..state.redis_store import StoreUnavailableError
 
     try:
         store = make_store(settings)
         rows = inspect_store(store, names=list(model) or None)
     except StoreUnavailableError as exc:
-        raise _fail(str(exc), RUNTIME_ERROR)
+        raise fail(str(exc), RUNTIME_ERROR)
     except ValueError as exc:  # an invalid --model name
-        raise _fail(str(exc), USAGE_ERROR)
+        raise fail(str(exc), USAGE_ERROR)
     if as_json:
         typer.echo(json.dumps(rows, indent=2, sort_keys=True))
     else:
         for line in format_report(rows, experts=experts):
             typer.echo(line)
-
-
-def register(app: typer.Typer) -> None:
-    """Add ``serve``, ``generate`` and ``inspect`` to the main CLI app."""
-    app.command()(serve)
-    app.command()(generate)
-    app.command()(inspect)
 

@@ -1,12 +1,12 @@
-"""The ``streammoe bench`` command (registered on the main app by :mod:`streammoe.cli`)."""
+"""``streammoe bench``: events/s, accuracy, warm-up and memory of the engines and river's baselines."""
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
-from rich.table import Table
+
+from .errors import USAGE_ERROR, fail
 
 SLOW_DEFAULT = 20_000
 
@@ -25,14 +25,16 @@ def bench(
     out: Path = typer.Option(Path("benchmarks/results"), help="Folder for bench.json and bench.md."),
 ) -> None:
     """Events/s, accuracy, warm-up and memory of the engines and river's baselines, side by side."""
-    from . import bench as b
+    from rich.console import Console
+    from rich.table import Table
+
+    from .. import bench as b
 
     console = Console()
     names = [m.strip() for m in models.split(",")] if models else None
-    known = list(b._model_factories(seed))
+    known = list(b.BENCH_MODELS)
     if names and (bad := [m for m in names if m not in known]):
-        console.print(f"[bold red]error:[/] unknown model(s) {bad}; choose from {known}")
-        raise typer.Exit(2)
+        raise fail(f"unknown model(s) {bad}; choose from {known}", USAGE_ERROR)
     result = b.run_bench([s.strip() for s in streams.split(",") if s.strip()], n, seed, out, names,
                          slow_n=slow_n or None, keys=keys, keyed_events=keyed_events, log=console.print)
     table = Table(title="streammoe bench (steady-state events/s; warm-up timed separately)")
@@ -47,6 +49,3 @@ def bench(
                                                 for k, v in rs.items()))
     console.print(f"wrote {out / 'bench.json'} and {out / 'bench.md'}")
 
-
-def register(app: typer.Typer) -> None:
-    app.command()(bench)
