@@ -69,7 +69,8 @@ def run(engine: str, records: list, params: dict, keys: int, batch: int, threads
         owner.handle_events(records[s:s + batch], sink)
     dt = time.perf_counter() - t0
     assert sink.n == len(records)
-    return {"engine": engine, "threads": numba.get_num_threads(), "events": len(records), "seconds": dt, "events_per_s": len(records) / dt,
+    return {"engine": engine, "threads": numba.get_num_threads(), "events": len(records), "seconds": dt,
+            "events_per_s": len(records) / dt,
             "accuracy": owner.stats.correct / max(owner.stats.scored, 1)}
 
 
@@ -94,7 +95,8 @@ def main(argv=None) -> int:
         ratios[pair[1]["threads"]] = pair[1]["events_per_s"] / pair[0]["events_per_s"]
         rows += pair
     result = {"keys": a.keys, "events_per_key": a.events_per_key, "batch": a.batch, "params": params,
-              "rows": rows, "pool_vs_models": ratios, "cpus": os.cpu_count(), "machine": platform.platform(), "python": sys.version.split()[0]}
+              "rows": rows, "pool_vs_models": ratios, "cpus": os.cpu_count(), "machine": platform.platform(),
+              "python": sys.version.split()[0]}
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "serve_keyed.json").write_text(json.dumps(result, indent=2) + "\n")

@@ -41,8 +41,8 @@ from urllib.parse import quote, unquote
 
 from .. import __version__
 from ..state.redis_store import CommitResult
-from .keyed_pool import KeyedPool, pool_params, split_pool_parts
 from .early import EarlyLabel, EarlyLabels
+from .keyed_pool import KeyedPool, pool_params, split_pool_parts
 from .pending import PendingEvent, PendingLabels
 from .schema import DeadLetter, DecodeLimits, Event, ReasonCode, decode_event, decode_label, encode_prediction
 

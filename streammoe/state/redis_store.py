@@ -46,7 +46,8 @@ import redis
 
 from .codec import StateFormatError, sign, verify
 
-__all__ = ["RedisStore", "cluster_client", "Checkpoint", "CommitResult", "FencedError", "StateLostError", "StoreUnavailableError"]
+__all__ = ["RedisStore", "cluster_client", "Checkpoint", "CommitResult", "FencedError", "StateLostError",
+           "StoreUnavailableError"]
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.:/=@+\-]{1,200}$")
 _PART, _OFFSET, _EXTRA = b"p:", b"o:", b"x:"
