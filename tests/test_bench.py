@@ -27,3 +27,8 @@ def test_bench_writes_rows_ratios_and_files(tmp_path):
 def test_bench_command_rejects_unknown_models(tmp_path):
     out = CliRunner().invoke(app, ["bench", "--models", "XGBoost", "--out", str(tmp_path)])
     assert out.exit_code == 2 and "unknown model" in out.output
+
+
+def test_bench_command_rejects_unknown_streams(tmp_path):
+    out = CliRunner().invoke(app, ["bench", "--streams", "sea_a,nope", "--out", str(tmp_path)])
+    assert out.exit_code == 2 and "cannot open source 'nope'" in out.output and "led_a" in out.output

@@ -200,3 +200,13 @@ def test_plain_progress_keeps_talking_while_no_event_has_finished():
     with Progress("replay", 10, enabled=False, every_s=0.01, stream=quiet):
         pass
     assert quiet.getvalue() == ""
+
+
+def test_help_imports_no_model_library():
+    """`streammoe --help` stays instant: torch, river, numba, Kafka and matplotlib load with the commands."""
+    code = ("import sys; from streammoe.cli import app; import streammoe, streammoe.presets; "
+            "heavy = [m for m in ('torch', 'river', 'numba', 'kafka', 'matplotlib', 'pandas') if m in sys.modules]; "
+            "print(heavy)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

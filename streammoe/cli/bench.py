@@ -7,6 +7,7 @@ from typing import Optional
 import typer
 
 from .errors import USAGE_ERROR, fail
+from .sources import open_source
 
 SLOW_DEFAULT = 20_000
 
@@ -35,7 +36,10 @@ def bench(
     known = list(b.BENCH_MODELS)
     if names and (bad := [m for m in names if m not in known]):
         raise fail(f"unknown model(s) {bad}; choose from {known}", USAGE_ERROR)
-    result = b.run_bench([s.strip() for s in streams.split(",") if s.strip()], n, seed, out, names,
+    stream_names = [s.strip() for s in streams.split(",") if s.strip()]
+    for stream in stream_names:  # an unknown stream is a usage error before anything runs
+        open_source(stream, n, seed)
+    result = b.run_bench(stream_names, n, seed, out, names,
                          slow_n=slow_n or None, keys=keys, keyed_events=keyed_events, log=console.print)
     table = Table(title="streammoe bench (steady-state events/s; warm-up timed separately)")
     for col in ("stream", "model", "events", "accuracy", "events/s", "warm-up s", "bytes/expert"):

@@ -1,8 +1,7 @@
 """Compiled forward pass and standardiser update of the neural experts (:mod:`streammoe.experts.neural`).
 
-Why compiled: an expert's per-event forward pass is a dozen tiny array operations; in NumPy each
-costs about a microsecond of call overhead, which made the forward pass 15-20 us and the neural
-presets far slower than the 10,000 events/s target.  One Numba call does the whole pass.
+Why compiled: an expert's per-event forward pass is a dozen tiny array operations, each paying NumPy's
+call overhead; one Numba call does the whole pass.
 
 The same kernel computes the gate for the per-event prediction and for the rows of a training
 micro-batch, so both always agree on which units are active (sums run in a fixed loop order).

@@ -36,8 +36,10 @@ class ServeSettings(BaseModel):
         None, description="accepted labels; others are dead-lettered (unknown_label).  Unset: any "
                           "label whose type (int / str / bool) matches the model's labels")
     align_idle_ms: int = Field(
-        500, ge=0, description="how long events wait for the labels topic to catch up (and labels for "
-                               "the input topic) before being processed anyway")
+        500, ge=0, description="poll time (time spent waiting for records, not processing) events wait for "
+                               "a labels partition that is behind, and labels stamped after every event read "
+                               "wait for a caught-up input partition, before going anyway; a label never goes "
+                               "while its input partition is behind (see service.align)")
     poll_timeout_ms: int = Field(200, gt=0, description="longest wait of one consumer poll")
     fetch_max_wait_ms: int = Field(
         20, gt=0, description="longest time the broker may hold a fetch while it has no new data; "
