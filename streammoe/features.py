@@ -4,9 +4,18 @@ Why a separate module: the model, the daemon's decoder and the replay readers al
 same rules for what a valid event is, and the same answer to "which column is feature f".
 
 Rules (documented in the README):
-- feature values must be real numbers (int, float, bool or NumPy scalars) within
-  +-``MAX_FEATURE`` (1e30); NaN, inf, larger magnitudes, strings, None and containers raise
-  ``ValueError`` naming the feature;
+- feature values are real numbers (int, float, bool or NumPy scalars; booleans are 0/1) within
+  +-``MAX_FEATURE`` (1e30), or strings: a feature whose first learned value is a string is
+  *categorical* (nominal) for good.  NaN, inf, larger magnitudes, None and containers raise
+  ``ValueError`` naming the feature, and so does a string for a numeric feature or a number for
+  a categorical one;
+- a categorical feature's values get integer codes in order of first *learned* appearance, at
+  most ``max_categories`` per feature; values beyond that bound, values never learned (at
+  prediction) and a missing categorical feature all share one more code, "other"
+  (``max_categories``).  Values mapped to "other" because the bound was reached are counted
+  (``FeatureSpace.overflow``).  Trees receive the code (and split on it as a nominal
+  attribute); the router receives a fixed-width one-hot block of ``max_categories + 1``
+  columns per categorical feature (:meth:`FeatureSpace.encode`), so memory stays flat;
 - columns are assigned when a feature is first *learned*; several new features in one event
   are ordered by name so that the key order of a dict never changes a result;
 - a missing feature is imputed with the running mean of that feature over learned events
@@ -30,6 +39,8 @@ _INF = float("inf")
 #: refused) or made ``predict_learn_many`` fail after learning part of its batch.  1e30 leaves
 #: room for products and sums in both, and is far beyond any measured quantity.
 MAX_FEATURE = 1e30
+#: Default bound on the distinct values of one categorical feature (see the module docstring).
+MAX_CATEGORIES = 32
 
 
 def check_value(name: Hashable, value: Any) -> float:
@@ -66,6 +77,8 @@ def check_features(x: Mapping) -> None:
     for name, value in x.items():
         t = type(value)
         if (t is float or t is int) and -MAX_FEATURE <= value <= MAX_FEATURE:
+            continue
+        if isinstance(value, str):  # a category; its feature's kind is checked by FeatureSpace
             continue
         check_value(name, value)
 
@@ -135,49 +148,221 @@ def _order_key(name: Hashable):
 
 
 class FeatureSpace:
-    """Maps feature names to columns and keeps per-column running means for imputation."""
+    """Maps feature names to columns, keeps per-column running means for imputation, and codes
+    the values of categorical features (see the module docstring)."""
 
-    def __init__(self):
+    def __init__(self, max_categories: int = MAX_CATEGORIES):
+        if not isinstance(max_categories, (int, np.integer)) or isinstance(max_categories, bool) \
+                or max_categories < 1:
+            raise ValueError(f"max_categories must be an int >= 1, got {max_categories!r}")
         self.names: list = []
         self.index: dict = {}
         self.sums = np.zeros(0)
         self.counts = np.zeros(0)
+        self.max_categories = int(max_categories)
+        #: per column: whether it is categorical
+        self.nominal: list[bool] = []
+        #: per categorical column: value -> code, in code order
+        self.categories: dict[int, dict[str, int]] = {}
+        #: learned values mapped to "other" because their feature already had max_categories values
+        self.overflow: dict = {}
+        self._router_dim = 0
 
     def __len__(self) -> int:
         return len(self.names)
 
-    def register(self, x: Iterable[Hashable]) -> int:
-        """Add columns for features not seen before; returns how many were added."""
+    @property
+    def other(self) -> int:
+        """The shared code of values beyond the bound, unknown values and missing categories."""
+        return self.max_categories
+
+    @property
+    def has_nominal(self) -> bool:
+        return bool(self.categories)
+
+    @property
+    def n_values(self) -> int:
+        """Codes a categorical column can hold (``max_categories`` plus "other")."""
+        return self.max_categories + 1
+
+    @property
+    def router_dim(self) -> int:
+        """Width of the router's input: one column per numeric feature, ``n_values`` per
+        categorical one."""
+        return self._router_dim
+
+    def check(self, x: Mapping) -> None:
+        """Refuse a string for a known numeric feature or a non-string for a categorical one
+        (``ValueError`` naming the feature); unknown features are not checked here."""
+        index, nominal = self.index, self.nominal
+        for k, value in x.items():
+            j = index.get(k)
+            if j is None:
+                continue
+            if nominal[j]:
+                if not isinstance(value, str):
+                    raise ValueError(f"feature {k!r} is categorical (first learned as text) but got "
+                                     f"{value!r} ({type(value).__name__}); send its values as strings")
+            elif isinstance(value, str):
+                raise ValueError(f"feature {k!r} is numeric (first learned as a number) but got text "
+                                 f"{value[:40]!r}")
+
+    def register(self, x: Mapping | Iterable[Hashable]) -> int:
+        """Add columns for features not seen before; returns how many were added.  A feature
+        whose value here is a string becomes categorical (names alone: numeric features)."""
         new = [k for k in x if k not in self.index]
         if not new:
             return 0
         for k in sorted(new, key=_order_key):
-            self.index[k] = len(self.names)
+            j = len(self.names)
+            self.index[k] = j
             self.names.append(k)
+            is_nominal = isinstance(x, Mapping) and isinstance(x[k], str)
+            self.nominal.append(is_nominal)
+            if is_nominal:
+                self.categories[j] = {}
+            self._router_dim += self.n_values if is_nominal else 1
         self.sums = np.concatenate([self.sums, np.zeros(len(new))])
         self.counts = np.concatenate([self.counts, np.zeros(len(new))])
         return len(new)
 
-    def means(self) -> np.ndarray:
-        return np.divide(self.sums, self.counts, out=np.zeros_like(self.sums), where=self.counts > 0)
+    def code(self, j: int, value: str, learn: bool = False) -> int:
+        """Code of ``value`` in categorical column ``j``; ``learn=True`` assigns a new code
+        (or counts an overflow when the column is full)."""
+        codes = self.categories[j]
+        c = codes.get(value)
+        if c is not None:
+            return c
+        if not learn:
+            return self.other
+        if len(codes) < self.max_categories:
+            codes[value] = c = len(codes)
+            return c
+        name = self.names[j]
+        self.overflow[name] = self.overflow.get(name, 0) + 1
+        return self.other
 
-    def vector(self, x: Mapping) -> np.ndarray:
-        """Dense float64 vector: known features from ``x``, running means for the missing ones."""
+    def new_category(self, x: Mapping) -> bool:
+        """Whether learning ``x`` would give some categorical value a new code."""
+        index, cats = self.index, self.categories
+        for k, value in x.items():
+            j = index.get(k)
+            if j is not None and j in cats and value not in cats[j] and len(cats[j]) < self.max_categories:
+                return True
+        return False
+
+    def count_overflow(self, xs: list) -> None:
+        """Count the values of learned events ``xs`` that map to "other" because their feature is
+        full (what :meth:`code` counts on the per-event path; no value here is new with room)."""
+        index, cats = self.index, self.categories
+        for x in xs:
+            for k, value in x.items():
+                j = index.get(k)
+                if j is not None and j in cats and value not in cats[j]:
+                    self.overflow[k] = self.overflow.get(k, 0) + 1
+
+    def means(self) -> np.ndarray:
+        m = np.divide(self.sums, self.counts, out=np.zeros_like(self.sums), where=self.counts > 0)
+        for j in self.categories:
+            m[j] = self.other
+        return m
+
+    def vector(self, x: Mapping, learn: bool = False) -> np.ndarray:
+        """Dense float64 vector: known features from ``x``, running means for the missing numeric
+        ones, codes for categorical ones ("other" when missing or unknown); ``learn=True``
+        assigns codes to new categories."""
         v = self.means()
         index = self.index
+        cats = self.categories
         for k, value in x.items():
             j = index.get(k)
             if j is not None:
-                v[j] = check_value(k, value)
+                if j in cats:
+                    if not isinstance(value, str):
+                        self.check({k: value})
+                    v[j] = self.code(j, value, learn)
+                else:
+                    if isinstance(value, str):
+                        self.check({k: value})
+                    v[j] = check_value(k, value)
         return v
 
-    def observe(self, x: Mapping) -> None:
-        """Update the running means with the features present in ``x`` (call once per learned event)."""
+    def matrix(self, xs: list) -> np.ndarray:
+        """Rows of already checked events as an ``(n, d)`` matrix: codes in categorical columns
+        ("other" when missing or unknown), NaN for missing numeric features (to impute)."""
+        n, d = len(xs), len(self.names)
+        R = np.full((n, d), np.nan)
+        cats = self.categories
+        for j in cats:
+            R[:, j] = self.other
         index = self.index
-        for k, value in x.items():
+        for i, x in enumerate(xs):
+            row = R[i]
+            for k, value in x.items():
+                j = index.get(k)
+                if j is None:
+                    continue
+                if j in cats:
+                    c = cats[j].get(value)
+                    row[j] = self.other if c is None else c
+                else:
+                    row[j] = float(value)
+        return R
+
+    def observe(self, x: Mapping, xv: np.ndarray) -> None:
+        """Update the running sums with the numeric features present in ``x`` (call once per
+        learned event, ``xv`` its vector; categorical columns keep zero sums)."""
+        index, cats = self.index, self.categories
+        for k in x:
             j = index[k]
-            self.sums[j] += float(value)
+            if j in cats:
+                continue
+            self.sums[j] += xv[j]
             self.counts[j] += 1.0
+
+    def encode(self, X: np.ndarray) -> np.ndarray:
+        """The router's input for rows ``X`` (``(n, d)`` vectors): numeric columns as they are,
+        each categorical column as a one-hot block of ``n_values`` columns.  Without
+        categorical features this is ``X`` itself."""
+        if not self.categories:
+            return X
+        n = X.shape[0]
+        out = np.zeros((n, self._router_dim))
+        pos = 0
+        rows = np.arange(n)
+        for j, nominal in enumerate(self.nominal):
+            if nominal:
+                out[rows, pos + X[:, j].astype(np.int64)] = 1.0
+                pos += self.n_values
+            else:
+                out[:, pos] = X[:, j]
+                pos += 1
+        return out
+
+    # -- state ---------------------------------------------------------------------------------
+    def state(self) -> dict:
+        """JSON-able description of the categorical columns (codes, overflow counts)."""
+        return {"max_categories": self.max_categories,
+                "nominal": [j for j, nom in enumerate(self.nominal) if nom],
+                "categories": [list(self.categories[j]) for j in sorted(self.categories)],
+                "overflow": [[k, v] for k, v in self.overflow.items()]}
+
+    @classmethod
+    def restore(cls, names: list, state: dict | None, max_categories: int = MAX_CATEGORIES) -> "FeatureSpace":
+        """Inverse of :meth:`state` plus the column names (``state=None``: all numeric)."""
+        state = state or {"max_categories": max_categories, "nominal": [], "categories": [], "overflow": []}
+        fs = cls(int(state["max_categories"]))
+        nominal = set(int(j) for j in state["nominal"])
+        for j, name in enumerate(names):
+            fs.index[name] = j
+            fs.names.append(name)
+            fs.nominal.append(j in nominal)
+            fs._router_dim += fs.n_values if j in nominal else 1
+        for j, values in zip(sorted(nominal), state["categories"]):
+            fs.categories[j] = {v: c for c, v in enumerate(values)}
+        fs.overflow = {k: int(v) for k, v in state["overflow"]}
+        fs.sums, fs.counts = np.zeros(len(names)), np.zeros(len(names))
+        return fs
 
 
 class LabelSpace:

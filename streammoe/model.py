@@ -15,7 +15,15 @@ import numpy as np
 from river import base
 
 from . import __version__
-from .features import FeatureSpace, LabelSpace, check_features, normalise_label, plain_labels, plain_matrix
+from .features import (
+    MAX_CATEGORIES,
+    FeatureSpace,
+    LabelSpace,
+    check_features,
+    normalise_label,
+    plain_labels,
+    plain_matrix,
+)
 from .pools import ArrayTreePool, ExpertPool, make_pool, pool_from_parts
 from .routers.mlp import MLPRouter, softmax
 from .state.codec import pack_arrays, pack_json, unpack_arrays, unpack_json
@@ -99,6 +107,12 @@ class DriftMoE(base.MiniBatchClassifier):
     adaptive
         Optional drift-aware pool policy options (see :mod:`streammoe.adaptive`), e.g.
         ``{"budget": 24}``: drifting experts are frozen, fresh ones grown, idle frozen ones pruned.
+    max_categories
+        Bound on the distinct values of one categorical (string-valued) feature.  Trees split on
+        categories natively (river's nominal attribute statistics, multiway and binary ``==`` splits); the
+        router sees a one-hot block of ``max_categories + 1`` columns per categorical feature.
+        Further values share an "other" code with unknown and missing ones, and are counted in
+        :attr:`category_overflow_`.
 
     Examples
     --------
@@ -128,6 +142,16 @@ class DriftMoE(base.MiniBatchClassifier):
     ...     b.learn_one(x, y)
     >>> batched == looped
     True
+
+    String values are categories of nominal features (a bounded number per feature):
+
+    >>> model = DriftMoE(seed=0)
+    >>> model.learn_one({"amount": 3.0, "country": "FR"}, 1)
+    >>> model.learn_one({"amount": 9.5, "country": "DE"}, 0)
+    >>> model.categorical_features_
+    ['country']
+    >>> model.predict_one({"amount": 4.0, "country": "BR"}) in (0, 1)  # an unseen category
+    True
     """
 
     _multiclass = True
@@ -135,7 +159,8 @@ class DriftMoE(base.MiniBatchClassifier):
     def __init__(self, mode: str = "data", n_experts: int = 12, top_k: int = 3, hidden: int = 256,
                  lr: float = 2e-3, window: int = 256, temperature: float = 0.8, grace_period: int = 50,
                  delta: float = 1e-7, seed: int = 42, engine: str = "auto", combine: str = "top1",
-                 experts: list | None = None, adaptive: dict | None = None):
+                 experts: list | None = None, adaptive: dict | None = None,
+                 max_categories: int = MAX_CATEGORIES):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         if combine not in COMBINES:
@@ -158,11 +183,12 @@ class DriftMoE(base.MiniBatchClassifier):
         self.combine = combine
         self.experts = experts
         self.adaptive = adaptive
+        self.max_categories = max_categories
         self._reset()
 
     # ------------------------------------------------------------------ construction
     def _reset(self) -> None:
-        self._features = FeatureSpace()
+        self._features = FeatureSpace(self.max_categories)
         self._labels = LabelSpace()
         if self.mode == "task":
             specs = []
@@ -210,6 +236,18 @@ class DriftMoE(base.MiniBatchClassifier):
     def features_(self) -> list:
         return list(self._features.names)
 
+    @property
+    def categorical_features_(self) -> list:
+        """Features learned as categorical (string-valued)."""
+        fs = self._features
+        return [name for name, nominal in zip(fs.names, fs.nominal) if nominal]
+
+    @property
+    def category_overflow_(self) -> dict:
+        """Per categorical feature: learned values mapped to "other" because the feature already
+        had ``max_categories`` distinct values."""
+        return dict(self._features.overflow)
+
     def expert_usage(self) -> np.ndarray:
         """How often each expert was the router's top choice on a learned event."""
         return self._usage.copy()
@@ -222,6 +260,7 @@ class DriftMoE(base.MiniBatchClassifier):
     def router_weights(self, x: dict) -> np.ndarray:
         """The router's softmax weights over the experts for ``x``."""
         check_features(x)
+        self._features.check(x)
         return self._weights(self._features.vector(x))
 
     def describe(self) -> dict:
@@ -230,6 +269,8 @@ class DriftMoE(base.MiniBatchClassifier):
             "model": "DriftMoE", "params": self._get_params(), "n_learned": self.n_learned_,
             "n_experts": self.n_experts_, "classes": [_jsonable(c) for c in self.classes_],
             "n_features": len(self._features), "router_steps": self.router_steps_,
+            "categorical_features": [_jsonable(f) for f in self.categorical_features_],
+            "category_overflow": {str(k): v for k, v in self._features.overflow.items()},
             "experts": [
                 {"index": e, "kind": self._pool.kind(e), "usage": int(self._usage[e]),
                  "accuracy": None if np.isnan(acc[e]) else float(acc[e]), "frozen": self._pool.frozen(e)}
@@ -239,7 +280,7 @@ class DriftMoE(base.MiniBatchClassifier):
 
     # ------------------------------------------------------------------ core
     def _weights(self, xv: np.ndarray) -> np.ndarray:
-        z = self._router.logits(xv[None, :])
+        z = self._router.logits(self._features.encode(xv[None, :]))
         if self._policy is not None:  # drift-aware pool: recently accurate experts get a logit bonus
             z = z + self._policy.logit_bias()
         return softmax(z, self.temperature)[0]
@@ -273,6 +314,7 @@ class DriftMoE(base.MiniBatchClassifier):
 
     def predict_proba_one(self, x: dict) -> dict:
         check_features(x)
+        self._features.check(x)
         if not self._labels.classes:
             return {}
         xv = self._features.vector(x)
@@ -287,20 +329,23 @@ class DriftMoE(base.MiniBatchClassifier):
 
     def learn_one(self, x: dict, y: Any) -> None:
         check_features(x)
+        self._features.check(x)
         y = normalise_label(y)
         self._labels.check(y)
-        n_new = self._features.register(x)
-        if n_new:
-            self._router.add_inputs(n_new)
-            self._window.add_features(n_new)
+        fs = self._features
+        dim = fs.router_dim
+        if fs.register(x):
+            self._router.add_inputs(fs.router_dim - dim)
+            self._window.add_features(fs.router_dim - dim)
+            self._pool.set_nominal(fs.nominal, fs.n_values)
             self._dirty.update(("router", "window"))  # new input columns: a checkpoint must rewrite them
         yi, is_new = self._labels.add(y)
         if is_new:
             self._class_counts = np.append(self._class_counts, 0.0)
             if self.mode == "task":
                 self._grow_expert()
-        xv = self._features.vector(x)
-        self._features.observe(x)
+        xv = fs.vector(x, learn=True)
+        fs.observe(x, xv)
         self._class_counts[yi] += 1.0
         if self.mode == "data":
             self._learn_data(xv, yi)
@@ -370,7 +415,7 @@ class DriftMoE(base.MiniBatchClassifier):
         for e in learners:
             self._pool.learn(e, xv, yi)
             self._dirty.add(f"expert/{e}")
-        self._window.add(xv[None, :], mask[None, :])
+        self._window.add(self._features.encode(xv[None, :]), mask[None, :])
         self._dirty.add("window")
         if self._window.n >= self.window:
             self._train_router()
@@ -390,11 +435,11 @@ class DriftMoE(base.MiniBatchClassifier):
         for e in range(self._pool.n):
             self._pool.learn(e, xv, int(e == yi))
             self._dirty.add(f"expert/{e}")
-        self._window.add(xv[None, :], mask[None, :])
+        self._window.add(self._features.encode(xv[None, :]), mask[None, :])
         self._train_router()
 
     def _train_router(self) -> None:
-        self._router.train_step(*self._window.arrays(len(self._features), self._pool.n), want_loss=False)
+        self._router.train_step(*self._window.arrays(self._features.router_dim, self._pool.n), want_loss=False)
         self.router_steps_ += 1
         self._window.clear()
         self._dirty.update(("router", "window"))
@@ -421,6 +466,7 @@ class DriftMoE(base.MiniBatchClassifier):
         for i, (x, y) in enumerate(zip(xs, ys)):
             try:
                 check_features(x)
+                self._features.check(x)
                 self._labels.check(normalise_label(y))
             except ValueError as exc:
                 raise ValueError(f"event {i}: {exc}") from None
@@ -440,7 +486,8 @@ class DriftMoE(base.MiniBatchClassifier):
         # Batch fast path: plain events with exactly the known features are checked and converted in
         # C-level passes (``R``: their feature matrix, valid for the whole batch since no feature can
         # be added); anything else takes the per-event checks below.
-        R = plain_matrix(xs, self._features.names) if windowed and len(xs) == len(ys) else None
+        plain = windowed and len(xs) == len(ys) and not self._features.has_nominal  # categories: checked per event
+        R = plain_matrix(xs, self._features.names) if plain else None
         if R is not None and plain_labels(ys, self._labels):
             labels = list(ys)
         else:
@@ -448,6 +495,7 @@ class DriftMoE(base.MiniBatchClassifier):
             for i, (x, y) in enumerate(zip(xs, ys)):
                 try:
                     check_features(x)
+                    self._features.check(x)
                     if y is not None:
                         y = normalise_label(y)
                         self._labels.check(y)
@@ -482,6 +530,10 @@ class DriftMoE(base.MiniBatchClassifier):
         """Which events would add a feature or a class when learned (they take the per-event path).
         ``known_features``: every event is known to hold only known features (only labels can grow)."""
         known, fkeys = self._labels.index, self._features.index.keys()
+        if self._features.has_nominal:  # a new category gets its code from the per-event path
+            new_cat = self._features.new_category
+            return [y is not None and (y not in known or not x.keys() <= fkeys or new_cat(x))
+                    for x, y in zip(xs, labels)]
         if known_features:
             if all(map(known.__contains__, set(labels) - {None})):
                 return [False] * len(labels)
@@ -510,7 +562,9 @@ class DriftMoE(base.MiniBatchClassifier):
         n, d, C = len(xs), len(fs), len(labels)
         names, nan = fs.names, np.nan
         R_given = R is not None
-        if not R_given:
+        if not R_given and fs.has_nominal:
+            R = fs.matrix(xs)
+        elif not R_given:
             R = np.fromiter((x.get(k, nan) for x in xs for k in names), dtype=np.float64, count=n * d).reshape(n, d)
         lookup = dict(labels.index)
         lookup[None] = -1
@@ -531,7 +585,12 @@ class DriftMoE(base.MiniBatchClassifier):
             X = np.where(present, R, means)
             fs.sums, fs.counts = sums[-1].copy(), counts[-1].copy()
 
-        W = softmax(self._router.logits(X), self.temperature)
+        if fs.has_nominal:  # categorical columns keep no running sums (see FeatureSpace.observe)
+            nominal = list(fs.categories)
+            fs.sums[nominal], fs.counts[nominal] = 0.0, 0.0
+            fs.count_overflow([x for x, y in zip(xs, ys) if y is not None])
+        U = fs.encode(X)  # the router's input rows
+        W = softmax(self._router.logits(U), self.temperature)
         res = self._pool.run_window(W, X, Y, self.top_k, self.combine, C)
 
         proba = res.proba
@@ -554,7 +613,7 @@ class DriftMoE(base.MiniBatchClassifier):
             self._usage += np.bincount(res.expert[sel], minlength=self._pool.n)
             self._expert_seen += n_lab
             self._expert_correct += (res.expert_pred[sel] == Y_lab[:, None]).sum(axis=0)
-            self._window.add(X[sel], res.mask[sel])
+            self._window.add(U[sel], res.mask[sel])
             from .experts.fast_loop import top_k_members  # this path runs only with the array pool
 
             self._dirty.update(f"expert/{int(e)}" for e in np.flatnonzero(top_k_members(W[sel], k)))
@@ -617,6 +676,7 @@ class DriftMoE(base.MiniBatchClassifier):
             "format": FORMAT, "version": __version__, "params": self._get_params(),
             "classes": [_jsonable(c) for c in self._labels.classes],
             "features": [_jsonable(f) for f in self._features.names],
+            "categorical": self._features.state(),
             "n_learned": self.n_learned_, "router_steps": self.router_steps_,
             "n_experts": self._pool.n, "pool": self._pool.meta(), "drift_log": self.drift_log,
         })
@@ -629,7 +689,7 @@ class DriftMoE(base.MiniBatchClassifier):
         })
 
     def _window_blob(self) -> bytes:
-        d, E = len(self._features), self._pool.n
+        d, E = self._features.router_dim, self._pool.n
         X, M = self._window.arrays(d, E)
         return pack_arrays({"X": X, "M": M})
 
@@ -643,10 +703,7 @@ class DriftMoE(base.MiniBatchClassifier):
         model._labels = LabelSpace()
         for c in meta["classes"]:
             model._labels.add(c)
-        model._features = FeatureSpace()
-        for f in meta["features"]:
-            model._features.index[f] = len(model._features.names)
-            model._features.names.append(f)
+        model._features = FeatureSpace.restore(meta["features"], meta.get("categorical"), model.max_categories)
         stats = unpack_arrays(parts["stats"])
         model._features.sums, model._features.counts = stats["feature_sums"], stats["feature_counts"]
         model._class_counts = stats["class_counts"]
@@ -681,7 +738,11 @@ def _jsonable(value):
 
 
 def _rows(X):
-    """Rows of a pandas frame as dicts, dropping NaN cells (pandas' marker for 'missing')."""
+    """Rows of a pandas frame as dicts, dropping NaN, None and ``pd.NA`` cells (pandas' markers
+    for 'missing'; a text column holds one of them where a category is missing)."""
+    import pandas as pd
+
     cols = list(X.columns)
+    na = pd.NA
     for values in X.itertuples(index=False, name=None):
-        yield {c: v for c, v in zip(cols, values) if not (isinstance(v, float) and v != v)}
+        yield {c: v for c, v in zip(cols, values) if not (v is None or v is na or (isinstance(v, float) and v != v))}

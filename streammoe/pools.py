@@ -32,6 +32,7 @@ class ExpertPool(Protocol):
     def part(self, e: int) -> bytes: ...
     def to_parts(self) -> dict[str, bytes]: ...
     def windowed(self) -> bool: ...
+    def set_nominal(self, nominal: list[bool], n_values: int) -> None: ...
     def run_window(self, W: np.ndarray, X: np.ndarray, Y: np.ndarray, top_k: int, combine: str,
                    n_classes: int): ...
 
@@ -48,6 +49,7 @@ class ListPool:
         self.specs: list[dict] = []
         self.experts: list[Expert] = []
         self.created = 0
+        self.nominal: list[int] = []  # categorical columns (their values are integer codes)
         for spec in specs:
             self.add_expert(spec)
 
@@ -60,6 +62,14 @@ class ListPool:
 
     def learn(self, e: int, x: np.ndarray, y: int) -> None:
         self.experts[e].learn(x, y)
+
+    def set_nominal(self, nominal: list[bool], n_values: int) -> None:
+        """Tell the experts which columns are categorical codes (trees split on them as nominal
+        attributes; other experts see the codes as numbers)."""
+        self.nominal = [j for j, nom in enumerate(nominal) if nom]
+        for expert in self.experts:
+            if hasattr(expert, "set_nominal"):
+                expert.set_nominal(self.nominal)
 
     def windowed(self) -> bool:
         """Whether :meth:`run_window` can run this pool (every expert is neural)."""
@@ -82,6 +92,8 @@ class ListPool:
         expert = make_expert(spec, seed=int(c["seed"]) + 7919 * self.created, grace_period=c["grace_period"],
                              delta=c["delta"], binary=c["binary"])
         self.created += 1
+        if self.nominal and hasattr(expert, "set_nominal"):
+            expert.set_nominal(self.nominal)
         self.specs.append(spec)
         self.experts.append(expert)
         return self.n - 1
@@ -101,7 +113,7 @@ class ListPool:
 
     def meta(self) -> dict:
         return {"type": "list", "config": self.config, "specs": self.specs, "created": self.created,
-                "kinds": [x.kind for x in self.experts]}
+                "kinds": [x.kind for x in self.experts], "nominal": self.nominal}
 
     def part(self, e: int) -> bytes:
         return self.experts[e].to_state()
@@ -117,6 +129,7 @@ class ListPool:
         pool = cls([], meta["config"])
         pool.specs = [dict(s) for s in meta["specs"]]
         pool.created = int(meta["created"])
+        pool.nominal = [int(j) for j in meta.get("nominal", [])]
         pool.experts = [expert_class(kind).from_state(parts[f"expert/{e}"]) for e, kind in enumerate(meta["kinds"])]
         return pool
 
@@ -144,10 +157,15 @@ class ArrayTreePool:
     def n(self) -> int:
         return self.trees.n_trees
 
-    def _fit(self, d: int, n_classes: int) -> None:
+    def set_nominal(self, nominal: list[bool], n_values: int) -> None:
+        """Mark categorical columns (codes in ``[0, n_values)``); see :meth:`TreePool.add_features`."""
+        self._fit(len(nominal), self.trees.n_classes, nominal, n_values)
+
+    def _fit(self, d: int, n_classes: int, nominal: list[bool] | None = None, n_values: int = 0) -> None:
         """Grow the arrays to ``d`` features and ``n_classes`` classes (both only ever grow)."""
         if d > self.trees.n_features:
-            self.trees.add_features(d - self.trees.n_features)
+            k = d - self.trees.n_features
+            self.trees.add_features(k, None if nominal is None else nominal[-k:], n_values)
         self.trees.ensure_classes(n_classes)
 
     def predict(self, e: int, x: np.ndarray, n_classes: int) -> np.ndarray:
@@ -209,6 +227,15 @@ class ArrayTreePool:
             elif name not in ft._TREE_FIELDS:
                 arr = arr[:n_leaves]
             out[name] = np.array(arr, copy=True)
+        if self.trees.n_nominal:
+            n_mw = int(a.n_mw[e])
+            for name in ft._NOMINAL_FIELDS:
+                arr = getattr(a, name)[e]
+                if name in ("mw_child", "mw_order", "mw_n"):
+                    arr = arr[:n_mw]
+                elif name not in ("nom_index", "n_mw"):
+                    arr = arr[:n_leaves]
+                out[name] = np.array(arr, copy=True)
         return pack_arrays(out)
 
     def extra_parts(self) -> dict[str, bytes]:
@@ -259,6 +286,21 @@ def _stack_trees(per_tree: list[dict], head: dict, TreePool) -> "object":
         for e, t in enumerate(per_tree):
             arr[e, : t[name].shape[0]] = t[name]
         d[name] = arr
+    if per_tree and "nom_index" in per_tree[0]:
+        Dn, V = per_tree[0]["cat_w"].shape[1:3]
+        d["nom_index"] = np.array([t["nom_index"] for t in per_tree], dtype=np.int64).reshape(E, D)
+        d["n_mw"] = np.array([t["n_mw"] for t in per_tree], dtype=np.int64).reshape(E)
+        m_used = int(d["n_mw"].max()) if E else 0
+        for name, tail, dtype in (("cat_w", (Dn, V, C), np.float64), ("cat_order", (Dn, V), np.int64),
+                                  ("cat_n", (Dn,), np.int64), ("nseen", (C,), np.int64), ("n_nseen", (), np.int64),
+                                  ("mw_child", (V,), np.int64), ("mw_order", (V,), np.int64), ("mw_n", (), np.int64)):
+            width = m_used if name.startswith("mw_") else s_used
+            arr = np.zeros((E, width) + tail, dtype=dtype)
+            if name in ("cat_order", "nseen", "mw_child", "mw_order"):
+                arr.fill(-1)
+            for e, t in enumerate(per_tree):
+                arr[e, : t[name].shape[0]] = t[name]
+            d[name] = arr
     return TreePool.from_arrays(d)
 
 

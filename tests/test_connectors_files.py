@@ -83,7 +83,8 @@ def test_error_list_is_bounded_but_counts_everything(tmp_path, monkeypatch):
     from streammoe.connectors.base import ErrorLog
 
     monkeypatch.setattr(ErrorLog, "limit", 5)
-    src = open_source(write(tmp_path / "d.csv", "a,y\n" + "bad,0\n" * 12 + "1,1\n"))
+    # "a" is declared numeric: its text is bad rows (undeclared, a mostly-text column is categorical)
+    src = open_source(write(tmp_path / "d.csv", "a,y\n" + "bad,0\n" * 12 + "1,1\n"), feature_types={"a": "numeric"})
     assert list(src) == [({"a": 1.0}, 1)]
     assert len(src.errors) == 5 and src.errors.total == 12
     assert [e.line for e in src.errors] == [2, 3, 4, 5, 6]
@@ -142,17 +143,21 @@ def test_csv_header_problems_are_errors(tmp_path):
 def test_feature_types_categorical_and_ignore(tmp_path):
     text = "when,colour,size,y\n2024-01-01,red,1,a\n2024-01-02,blue,2,b\n2024-01-03,red,,a\n"
     path = write(tmp_path / "d.csv", text)
-    # without types the date and colour columns make every row bad, and that is reported
+    # without types the date and colour columns are text columns: categorical
     plain = open_source(path)
-    assert plain.n == 0 and len(plain.errors) == 3 and "'when'" in plain.errors[0].reason
-    src = open_source(path, feature_types={"when": "ignore", "colour": "categorical"})
+    assert plain.n == 3 and not plain.errors
+    assert list(plain)[0] == ({"when": "2024-01-01", "colour": "red", "size": 1.0}, "a")
+    # declared numeric, text is a bad row, reported
+    strict = open_source(path, feature_types={"when": "numeric"})
+    assert strict.n == 0 and len(strict.errors) == 3 and "'when'" in strict.errors[0].reason
+    src = open_source(path, feature_types={"when": "ignore", "size": "categorical"})
     assert list(src) == [
-        ({"colour": 0.0, "size": 1.0}, "a"),
-        ({"colour": 1.0, "size": 2.0}, "b"),
-        ({"colour": 0.0}, "a"),
+        ({"colour": "red", "size": "1"}, "a"),
+        ({"colour": "blue", "size": "2"}, "b"),
+        ({"colour": "red"}, "a"),
     ]
     assert src.feature_names == ["colour", "size"]
-    assert list(src) == list(src)  # codes restart identically on every iteration
+    assert list(src) == list(src)
     with pytest.raises(ValueError, match="unknown columns"):
         open_source(path, feature_types={"nope": "ignore"})
     with pytest.raises(ValueError, match="not one of"):
@@ -217,9 +222,9 @@ def test_jsonl_bad_rows(tmp_path):
         {"a": 2, "y": 1},                    # 14 good
     )
     src = open_source(write(tmp_path / "d.ndjson", text))
-    assert list(src) == [({"a": 1.0}, 0), ({"a": 2.0}, 1)]
+    assert list(src) == [({"a": 1.0}, 0), ({"a": 1.0}, 0), ({"a": 2.0}, 1)]  # true is 1
     got = [(e.line, e.reason) for e in src.errors]
-    assert [line for line, _ in got] == [2, 3, 4, 5, 7, 8, 9, 10, 11, 12, 13]
+    assert [line for line, _ in got] == [2, 3, 4, 5, 7, 8, 9, 11, 12, 13]
     reasons = dict(got)
     assert reasons[2].startswith("not JSON")
     assert reasons[3] == "not a JSON object (got list)"
@@ -227,7 +232,6 @@ def test_jsonl_bad_rows(tmp_path):
     assert reasons[7] == "column 'a': non-finite value 'nan'"
     assert reasons[8] == "column 'a': non-finite value 'inf'"
     assert reasons[9] == "column 'a': expected a number, got text '1.5'"
-    assert reasons[10] == "column 'a': expected a number, got boolean True"
     assert reasons[11] == reasons[12] == "missing target 'y'"
     assert "nested" in reasons[13]
     assert src.errors[0].raw == "{not json"

@@ -47,22 +47,17 @@ def test_generator_with_two_seed_parameters_and_integer_keys():
     assert a != b
 
 
-def test_text_features_need_feature_types():
-    """river's Mv generator has text columns: refused at open (naming all of them),
-    usable once typed."""
+def test_text_features_are_categorical():
+    """river's Mv generator has text columns: they are categorical (strings passed on)."""
     raw, _ = next(iter(synth.Mv(seed=0)))
     text_columns = {f"x{k}" for k, v in raw.items() if isinstance(v, str)}
     assert text_columns == {"x3", "x7", "x8"}
-    with pytest.raises(ValueError, match="not numbers.*'x3', 'x7', 'x8'") as info:
-        open_source("river:synth.Mv", n=20)
-    assert "feature_types" in str(info.value)
-    types = {"x3": "categorical", "x7": "categorical", "x8": "ignore"}
-    src = open_source("river:synth.Mv", n=200, feature_types=types)
+    src = open_source("river:synth.Mv", n=200, feature_types={"x8": "ignore"})
     events = list(src)
     assert len(events) == 200 and src.errors == []
     assert "x8" not in src.feature_names and len(src.feature_names) == 9
-    codes = {x["x3"] for x, _ in events}
-    assert codes == {float(i) for i in range(len(codes))}  # 0, 1, 2, ... by first appearance
+    assert {type(x["x3"]) for x, _ in events} == {str} and {type(x["x1"]) for x, _ in events} == {float}
+    assert list(src) == events
 
 
 def test_not_downloaded_dataset_gives_a_clear_error():

@@ -159,7 +159,48 @@ def _without_device(meta: bytes) -> bytes:
     return pack_json(m)
 
 
-CHECKS = {"tree_kernel": check_tree_kernel, "keyed": check_keyed, "keyed_state": check_keyed_state}
+def check_nominal_tree_kernel() -> dict:
+    """Trees with nominal features (multiway branches, children grown for late categories):
+    the CUDA kernel against run_window, window by window."""
+    from streammoe.experts.fast_loop import run_window
+    from streammoe.experts.fast_tree import TreePool
+    from streammoe.gpu import cuda_trees, tree_window
+
+    rng = np.random.default_rng(0)
+    E, c, V = 4, 3, 7
+
+    def make():
+        pool = TreePool(E, 1, c, grace_period=5, delta=0.05, tau=0.3)
+        pool.add_features(2, [True, True], V)
+        return pool
+
+    ref = make()
+    dpool = cuda_trees.DevicePool(make())
+    out = {"mismatch": []}
+    for w, (combine, k) in enumerate([("top1", 2), ("mixture", 3), ("top1", 1), ("mixture", 2)]):
+        n = 300
+        X = np.column_stack([rng.uniform(0, 10, n), rng.integers(0, V - 1 + (w > 1), n),
+                             rng.integers(0, 3, n)]).astype(float)
+        Y = ((X[:, 1] + (X[:, 0] > 5)) % c).astype(np.int64)
+        Y[rng.random(n) < 0.1] = -1
+        W = np.exp(rng.normal(size=(n, E)) / 0.8)
+        W /= W.sum(axis=1, keepdims=True)
+        r = run_window(ref, W, X, Y, k, combine)
+        _, rank = tree_window.top_k_ranks(W, k)
+        nk = k if combine == "mixture" else 1
+        ep = np.full((n, E), -1, dtype=np.int64)
+        cuda_trees.run_trees_cuda(dpool, E, np.array([0, n], dtype=np.int64), X, Y, rank, ep, np.zeros((n, E)),
+                                  np.zeros((n, nk, c)))
+        if not np.array_equal(ep, r.expert_pred):
+            out["mismatch"].append(f"window {w} expert_pred")
+        sa, sg = ref.to_arrays(), dpool.to_host().to_arrays()
+        out["mismatch"] += [f"window {w} pool {f}" for f in sa if not np.array_equal(sa[f], sg[f])]
+    out["multiway"] = int(ref.arrays.n_mw.sum())
+    return out
+
+
+CHECKS = {"tree_kernel": check_tree_kernel, "keyed": check_keyed, "keyed_state": check_keyed_state,
+          "nominal_tree_kernel": check_nominal_tree_kernel}
 
 
 # ----------------------------------------------------------------------------- the tests
@@ -180,6 +221,12 @@ def test_simulated_cuda_tree_kernel_equals_run_window(simulated):
     assert out["grew"] and out["max_nodes"] > 15  # the capacity-growth relaunch was exercised
     assert max(out["launches"]) > 1
     assert out["fma_control"] == "simulator"
+
+
+def test_simulated_cuda_tree_kernel_with_nominal_features_equals_run_window(simulated):
+    out = simulated["nominal_tree_kernel"]
+    assert out["mismatch"] == []
+    assert out["multiway"] > 0  # multiway branches were grown and traversed on the device
 
 
 def test_simulated_cuda_keyed_model_equals_cpu(simulated):

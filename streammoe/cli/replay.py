@@ -112,6 +112,9 @@ def replay(
     model: str = typer.Option("driftmoe", "--model", help="Model(s), comma-separated, run side by side: "
                                                           + ", ".join(PRESETS)),
     target: Optional[str] = typer.Option(None, help="Target column of a CSV/JSONL file."),
+    categorical: Optional[str] = typer.Option(None, "--categorical", help="Comma-separated feature columns "
+                                              "to read as categories (text columns already are; use this for "
+                                              "numeric-looking codes such as zip or product codes)."),
     compare: bool = typer.Option(False, help="Also run river baselines (" + ", ".join(BASELINES) + ") on the "
                                              "first --compare-n events, in parallel processes."),
     compare_n: int = typer.Option(COMPARE_N, "--compare-n", min=0, help="Events the baselines run on "
@@ -134,7 +137,8 @@ def replay(
                    + ", ".join(sorted(PRESETS)))
     if mode is Mode.data and top_k > experts:
         raise fail(f"--top-k {top_k} is larger than --experts {experts}")
-    src = open_source(source, n, seed, target)
+    types = {c.strip(): "categorical" for c in (categorical or "").split(",") if c.strip()} or None
+    src = open_source(source, n, seed, target, types)
     opts = {"mode": mode.value, "experts": experts, "top_k": top_k, "engine": engine.value,
             "window_router": window_router, "seed": seed}
     try:
@@ -149,7 +153,8 @@ def replay(
     subset = None if not compare else (compare_n or None)
     if subset is not None and declared_n is not None and subset >= declared_n:
         subset = None  # the baselines see every event anyway
-    baselines = _start_baselines(source, n if subset is None else subset, seed, target, window) if compare else None
+    baselines = _start_baselines(source, n if subset is None else subset, seed, target, window,
+                                 types) if compare else None
 
     progress = Progress("replay", declared_n, enabled=not quiet)
     config = {"model": model, **opts, "target": target, "compare": compare, "compare_n": subset,
@@ -227,7 +232,8 @@ class _Baselines:
             self.pool.shutdown(wait=True)
 
 
-def _start_baselines(spec: str, n: Optional[int], seed: int, target: Optional[str], window: int) -> _Baselines:
+def _start_baselines(spec: str, n: Optional[int], seed: int, target: Optional[str], window: int,
+                     feature_types: Optional[dict] = None) -> _Baselines:
     """Worker processes for the baselines (one per baseline, up to the cores but one); spawned, not
     forked, so that no thread state of torch or numba is copied into them."""
     import multiprocessing
@@ -239,7 +245,8 @@ def _start_baselines(spec: str, n: Optional[int], seed: int, target: Optional[st
     workers = max(1, min(len(names), (os.cpu_count() or 1) - 1))  # one core stays with the main models
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
     # slowest first: ARF takes longest, so it starts at once; the quick trees follow or share a worker
-    futures = {name: pool.submit(run_baselines, spec, n, seed, target, [name], window) for name in names}
+    futures = {name: pool.submit(run_baselines, spec, n, seed, target, [name], window, feature_types)
+               for name in names}
     return _Baselines(pool, futures, n)
 
 

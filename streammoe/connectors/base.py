@@ -22,8 +22,9 @@ Event = tuple[dict[str, float], Any]
 RAW_LIMIT = 500
 
 #: Feature kinds accepted by ``feature_types``. "numeric" parses numbers (the default),
-#: "categorical" maps each distinct value to a float code in order of first appearance
-#: within one iteration (deterministic for a deterministic stream), "ignore" drops it.
+#: "categorical" passes each value on as a string (a category of a nominal feature, which the
+#: model splits on natively; numbers become their text, so numeric-looking codes such as zip
+#: codes can be marked categorical), "ignore" drops it.
 FEATURE_KINDS = ("numeric", "categorical", "ignore")
 
 
@@ -136,24 +137,44 @@ def to_float(column: str, value: Any, *, strings: bool) -> float:
 
 
 class FeatureTyper:
-    """Turns one row's raw feature values into ``dict[str, float]`` per ``feature_types``.
+    """Turns one row's raw feature values into ``dict[str, float | str]`` per ``feature_types``.
 
-    One typer lives for one iteration, so categorical codes restart with each iteration
-    and are therefore identical on every replay of the same stream.
+    ``probe=True`` (a file's first pass) lets text through in columns without a declared kind
+    and counts, per column, text values and numbers (``text``, ``numbers``) so that the source
+    can declare its text columns categorical (see :func:`text_columns`).
     """
 
-    def __init__(self, kinds: Mapping[str, str], *, strings: bool, bools: bool) -> None:
+    def __init__(self, kinds: Mapping[str, str], *, strings: bool, bools: bool, probe: bool = False) -> None:
         self._kinds = kinds
         self._strings = strings
         self._bools = bools
-        self._codes: dict[str, dict[Any, float]] = {}
+        self._probe = probe
+        self.text: dict[str, int] = {}
+        self.numbers: dict[str, int] = {}
 
-    def type_row(self, items: Iterator[tuple[str, Any]] | Any) -> dict[str, float]:
+    def _probe_value(self, name: str, value: Any) -> Any:
+        """A value of an undeclared column during the probe: text stays text (counted)."""
+        if isinstance(value, str):
+            try:
+                float(value) if self._strings else None
+            except ValueError:
+                pass
+            else:
+                if self._strings:
+                    self.numbers[name] = self.numbers.get(name, 0) + 1
+                    return to_float(name, value, strings=True)
+            self.text[name] = self.text.get(name, 0) + 1
+            return value
+        self.numbers[name] = self.numbers.get(name, 0) + 1
+        return None
+
+    def type_row(self, items: Iterator[tuple[str, Any]] | Any) -> dict[str, float | str]:
         """``items``: iterable of ``(name, value)``; ``None`` (and, for text input, an
         empty cell) means the feature is missing in this row: its key is omitted."""
-        x: dict[str, float] = {}
+        x: dict[str, float | str] = {}
         for name, value in items:
-            kind = self._kinds.get(name, "numeric")
+            declared = self._kinds.get(name)
+            kind = declared or "numeric"
             if kind == "ignore" or value is None:
                 continue
             if isinstance(value, str) and self._strings:
@@ -165,15 +186,25 @@ class FeatureTyper:
                     raise RowError(f"column {name!r}: nested value {short(repr(value))}")
                 if isinstance(value, float) and not math.isfinite(value):
                     raise RowError(f"column {name!r}: non-finite value {value!r}")
-                codes = self._codes.setdefault(name, {})
-                x[name] = codes.setdefault(value, float(len(codes)))
+                x[name] = value if isinstance(value, str) else str(value)
                 continue
+            if self._probe and declared is None:
+                probed = self._probe_value(name, value)
+                if probed is not None:
+                    x[name] = probed
+                    continue
             if isinstance(value, bool) and not self._bools:
                 raise RowError(f"column {name!r}: expected a number, got boolean {value!r}")
             if isinstance(value, (dict, list)):
                 raise RowError(f"column {name!r}: nested value {short(repr(value))}")
             x[name] = to_float(name, value, strings=self._strings)
         return x
+
+
+def text_columns(typer: FeatureTyper) -> list[str]:
+    """Columns of a probed pass that are text: more text values than numbers.  Their numbers
+    are categories too (text of a mostly numeric column stays a bad row)."""
+    return [name for name, n in typer.text.items() if n > typer.numbers.get(name, 0)]
 
 
 def sort_classes(labels: set, limit: int = 10_000) -> list | None:

@@ -8,10 +8,14 @@ Parsing rules (the same on every iteration):
   ``x`` and the target, such as ``id`` or ``ts``, are ignored).
 * Target: ``target=`` if given, else ``y``, ``class``, ``target`` or ``label`` (exact
   name first, then ignoring case), else (CSV only) the last column.
-* Features are numbers (parsed to float). An empty CSV cell or a JSON ``null`` means the
-  feature is missing in that row: its key is omitted. ``feature_types`` may mark columns
-  ``"categorical"`` (float codes in order of first appearance) or ``"ignore"`` (CSV checks
-  the names against the header; JSONL cannot, so unknown names there are simply unused).
+* Features are numbers (parsed to float; JSON ``true``/``false`` are 1/0) or categories
+  (strings). A *text column* - one whose values in the file are mostly not numbers - is
+  categorical: all its values are passed on as strings, and the model treats it as a nominal
+  feature. ``feature_types`` may mark columns ``"categorical"`` (for numeric-looking codes:
+  every value becomes its text), ``"numeric"`` (text in it is then a bad row) or ``"ignore"``
+  (CSV checks the names against the header; JSONL cannot, so unknown names there are simply
+  unused). An empty CSV cell or a JSON ``null`` means the feature is missing in that row: its
+  key is omitted.
 * Labels keep the file's type: JSON values as given; CSV text, except that a target column
   whose every value is an integer (e.g. ``0``/``1``) yields ints.
 * Blank (empty or whitespace-only) lines are skipped silently. Every other row that cannot
@@ -48,6 +52,7 @@ from .base import (
     check_feature_types,
     short,
     sort_classes,
+    text_columns,
 )
 
 #: Suffixes recognised as files (each may also end in ``.gz``).
@@ -105,17 +110,21 @@ class FileSource(Source):
         self.kinds = check_feature_types(feature_types)
         self._int_labels = False
         # The validating first pass. It is an ordinary iteration, so src.errors afterwards
-        # lists the file's bad rows.
-        errors = ErrorLog()
-        count, labels, seen = 0, set(), {}
+        # lists the file's bad rows. It also probes for text columns: if it met text in a
+        # column without a declared kind, the columns that are mostly text become categorical
+        # and the pass runs again with the final kinds (text left in a numeric column is then
+        # a bad row).
+        self._probe: FeatureTyper | None = None
         try:
             self._prepare()  # format-specific: header / target detection
             if self.target in self.kinds:
                 raise ValueError(f"feature_types names the target column {self.target!r}")
-            for _, x, label in islice(self._parse(errors), n):
-                count += 1
-                labels.add(label)
-                seen.update(dict.fromkeys(x))
+            self._probing = True
+            errors, count, labels, seen = self._first_pass(n)
+            self._probing = False
+            if self._probe is not None and self._probe.text:
+                self.kinds.update(dict.fromkeys(text_columns(self._probe), "categorical"))
+                errors, count, labels, seen = self._first_pass(n)
         except (OSError, EOFError, zlib.error) as exc:
             raise ValueError(f"cannot read {self.path}: {exc}") from exc
         if self.format == "jsonl":  # CSV knows its columns from the header
@@ -139,6 +148,22 @@ class FileSource(Source):
             f"{self.format.upper()} file {self.path}: {count} events, "
             f"{self.n_features} features, target {self.target!r}{n_classes}{skipped}"
         )
+
+    def _first_pass(self, n: int | None) -> tuple[ErrorLog, int, set, dict]:
+        errors = ErrorLog()
+        count, labels, seen = 0, set(), {}
+        for _, x, label in islice(self._parse(errors), n):
+            count += 1
+            labels.add(label)
+            seen.update(dict.fromkeys(x))
+        return errors, count, labels, seen
+
+    def _typer(self, *, strings: bool, bools: bool) -> FeatureTyper:
+        """This iteration's typer (the probing one during the first pass)."""
+        typer = FeatureTyper(self.kinds, strings=strings, bools=bools, probe=getattr(self, "_probing", False))
+        if typer._probe:
+            self._probe = typer
+        return typer
 
     def _open(self) -> IO[str]:
         # surrogateescape: undecodable bytes survive into the text, so the row holding
@@ -244,7 +269,7 @@ class CsvSource(FileSource):
             yield start, row, raw
 
     def _parse(self, errors: list[BadRow]) -> Iterator[tuple[int, dict[str, float], Any]]:
-        typer = FeatureTyper(self.kinds, strings=True, bools=False)
+        typer = self._typer(strings=True, bools=False)
         width = len(self._header)
         target, t_index, columns = self.target, self._target_index, self._columns
         with self._open() as f:
@@ -320,7 +345,7 @@ class JsonlSource(FileSource):
         self._feature_names: list[str] = []
 
     def _parse(self, errors: list[BadRow]) -> Iterator[tuple[int, dict[str, float], Any]]:
-        typer = FeatureTyper(self.kinds, strings=False, bools=False)
+        typer = self._typer(strings=False, bools=True)
         target, event_form = self.target, self._event_form
         with self._open() as f:
             for line_no, line in enumerate(f, 1):

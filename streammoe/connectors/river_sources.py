@@ -141,6 +141,8 @@ class RiverSource(Source):
         names, problems = [], []
         for key, value in first[0].items():
             feature = _feature_key(key)
+            if isinstance(value, str) and feature not in self.kinds:
+                self.kinds[feature] = "categorical"  # a text feature: categorical (nominal)
             try:
                 names.extend(typer.type_row([(feature, value)]))
             except RowError as exc:

@@ -215,6 +215,7 @@ def _check_window(pool: TreePool, W, X, Y, top_k: int):
         raise ValueError("W and X must be finite (no NaN or inf)")
     if n and (Y.min() < -1 or Y.max() >= C):
         raise ValueError(f"Y must be -1 (unlabelled) or a class index in [0, {C})")
+    pool.check_codes(X)
     if not isinstance(top_k, (int, np.integer)) or top_k < 1:
         raise ValueError(f"top_k must be an int >= 1, got {top_k!r}")
     if E == 0:

@@ -7,8 +7,9 @@ whole pool in a handful of NumPy arrays one compiled kernel runs a whole window 
 The statistics and the split rule are those of river's ``tree.HoeffdingTreeClassifier`` with
 its default ``GaussianSplitter(n_splits=10)``, ``split_criterion='info_gain'``,
 ``merit_preprune=True``, ``remove_poor_attrs=False``, binary splits ``x[f] <= threshold``,
-``min_branch_fraction=0.01``, ``max_share_to_split=0.99`` and no nominal attributes.  The facts
-of river's behaviour reproduced here:
+``min_branch_fraction=0.01``, ``max_share_to_split=0.99``, and nominal attributes (river's
+``NominalSplitterClassif``) for the features marked nominal (:meth:`TreePool.add_features`),
+whose values are integer category codes.  The facts of river's behaviour reproduced here:
 
 * a leaf keeps class weights, and per feature and class a Welford Gaussian (weight, mean, M2)
   plus the min/max value seen; NBA leaves also count how often majority class and naive Bayes
@@ -29,6 +30,18 @@ of river's behaviour reproduced here:
   class weights and NBA counters stay;
 * the two children start with the class weights that the Gaussians estimate for each side,
   empty splitters, and "last attempt" set to their initial weight;
+* a nominal feature keeps per category and class the weight seen; its candidates are the
+  multiway split (one branch per category, categories and classes in ascending order) and then
+  each binary split ``x[f] == v`` in the order of river's ``set`` of values (emulated:
+  CPython's table layout for int keys), a later one winning only with a higher merit; its
+  suggestion names the feature even at merit ``-inf``.  A multiway branch grows a child when
+  learning meets a category it has no child for, and sends such a category to its heaviest
+  child at prediction (river's ``most_common_path``).  Naive Bayes multiplies in
+  ``n(v, c) / n(c)`` when positive.  River's naive Bayes inserts the leaf's classes into each
+  nominal splitter's class dict (a ``defaultdict`` lookup), which fixes the order of the
+  children's class weights; ``nseen`` records that order (exactly for ``'nba'`` and ``'mc'``
+  leaves; for ``'nb'`` leaves river inserts at prediction time, which only the order of sums
+  can show);
 * river keeps class weights in dicts, so sums, ties and the class count ``R`` follow the dicts'
   insertion order and keys (a class can be present with weight 0).  Each slot records that
   order (``keys``: the leaf's classes in insertion order; ``seen``: the classes in the order its
@@ -79,8 +92,8 @@ _MC, _NB, _NBA = 0, 1, 2
 
 # Indices into the float64 hyper-parameter vector ``hp`` handed to every kernel.
 (HP_GRACE, HP_LOG_INV_DELTA, HP_TAU, HP_LEAF, HP_MAX_NODES, HP_N_SPLITS, HP_MIN_BRANCH, HP_MAX_SHARE,
- HP_EXACT, HP_TWO) = range(10)
-_HP_SIZE = 10
+ HP_EXACT, HP_TWO, HP_ROOM) = range(11)
+_HP_SIZE = 11
 
 _HALF_LOG_TAU = 0.5 * math.log(2.0 * math.pi)
 _SQRT2 = math.sqrt(2.0)
@@ -92,7 +105,9 @@ TreeArrays = namedtuple(
     ["n_nodes", "n_leaves",
      "feature", "threshold", "left", "right", "depth", "slot",
      "last_attempt", "mc_correct", "nb_correct", "n_keys", "n_seen", "class_w", "keys", "seen",
-     "g_n", "g_mean", "g_m2", "g_min", "g_max", "g_var", "g_hlv"],
+     "g_n", "g_mean", "g_m2", "g_min", "g_max", "g_var", "g_hlv",
+     "nom_index", "cat_w", "cat_order", "cat_n", "nseen", "n_nseen", "n_mw", "mw_child", "mw_order", "mw_n",
+     "set_tab"],
 )
 _TREE_FIELDS = ("n_nodes", "n_leaves")
 _NODE_FIELDS = ("feature", "threshold", "left", "right", "depth", "slot")
@@ -101,8 +116,24 @@ _ORDER_FIELDS = ("keys", "seen")
 _GAUSS_FIELDS = ("g_n", "g_mean", "g_m2", "g_min", "g_max")
 _CACHE_FIELDS = ("g_var", "g_hlv")
 _SAVED_FIELDS = _TREE_FIELDS + _NODE_FIELDS + _SLOT_FIELDS + ("class_w",) + _ORDER_FIELDS + _GAUSS_FIELDS
+#: nominal (categorical) attributes: per tree ``nom_index`` [E, D] (the feature's index among the
+#: nominal ones, -1 for a numeric feature; equal in every tree), per slot ``cat_w`` [E, L, Dn, V, C]
+#: (weight of each category per class), ``cat_order`` [E, L, Dn, V] (categories in the order the
+#: slot first saw them) and ``cat_n`` [E, L, Dn]; ``nseen`` [E, L, C] / ``n_nseen`` [E, L]: the class
+#: order of the slot's nominal splitters (river's ``defaultdict``, into which naive Bayes also
+#: inserts the leaf's classes); ``set_tab`` [E, 2 T] is scratch (never saved).
+#: Saved only when the pool has nominal features, so numeric states keep their layout.
+#: A multiway branch (river's ``NominalMultiwayBranch``) is a node with ``left == -2`` and
+#: ``right = m``, its row in ``mw_child`` [E, M, V] (child node per category, -1: none yet),
+#: ``mw_order`` [E, M, V] (children in river's list order) and ``mw_n`` [E, M]; ``n_mw`` [E]
+#: counts the rows used, ``M = N``.  With nominal features a node may have many children (or
+#: one), so slots are sized ``L = N``.
+_NOMINAL_FIELDS = ("nom_index", "cat_w", "cat_order", "cat_n", "nseen", "n_nseen", "n_mw", "mw_child",
+                   "mw_order", "mw_n")
+_MULTIWAY = -2
 _INT_FIELDS = frozenset(_TREE_FIELDS + ("feature", "left", "right", "depth", "slot", "n_keys", "n_seen")
-                        + _ORDER_FIELDS)
+                        + _ORDER_FIELDS + ("nom_index", "cat_order", "cat_n", "nseen", "n_nseen", "set_tab",
+                                           "n_mw", "mw_child", "mw_order", "mw_n"))
 _CONFIG_KEYS = ("grace_period", "delta", "tau", "leaf_prediction", "max_nodes", "max_bytes",
                 "n_splits", "min_branch_fraction", "max_share_to_split", "river_exact")
 
@@ -138,16 +169,66 @@ def inner_only(*kernels) -> None:
         k.targetoptions.update(no_cpython_wrapper=True, no_cfunc_wrapper=True)
 
 
+@kernel
+def _subtree_weight(A, t, node):
+    """river's ``total_weight`` of a node: a leaf's class weights summed in key order, a
+    branch's children's totals summed in child order."""
+    if A.feature[t, node] < 0:
+        return _slot_total(A, t, A.slot[t, node])
+    if A.left[t, node] == _MULTIWAY:
+        m = A.right[t, node]
+        tot = 0.0
+        for i in range(A.mw_n[t, m]):
+            tot += _subtree_weight(A, t, A.mw_order[t, m, i])
+        return tot
+    return _subtree_weight(A, t, A.left[t, node]) + _subtree_weight(A, t, A.right[t, node])
+
+
+@kernel
+def _most_common_child(A, t, m):
+    """river's ``most_common_path`` of multiway row ``m``: the first child of largest weight."""
+    best = A.mw_order[t, m, 0]
+    bw = _subtree_weight(A, t, best)
+    for i in range(1, A.mw_n[t, m]):
+        child = A.mw_order[t, m, i]
+        w = _subtree_weight(A, t, child)
+        if w > bw:
+            best = child
+            bw = w
+    return best
+
+
 @kernel(inline=True)
-def find_leaf(A, t, x):
-    """Node index of the leaf that ``x`` reaches in tree ``t``."""
+def walk(A, t, x):
+    """``(leaf, fell_back)``: the leaf ``x`` reaches in tree ``t``, and whether a multiway branch
+    had no child for ``x``'s category on the way (then, as river predicts, ``x`` took the
+    branch's most common path; learning ``x`` grows a child instead, see :func:`learn_leaf`)."""
     node = 0
+    fell_back = False
     while A.feature[t, node] >= 0:
-        if x[A.feature[t, node]] <= A.threshold[t, node]:
+        f = A.feature[t, node]
+        if A.left[t, node] == _MULTIWAY:
+            child = A.mw_child[t, A.right[t, node], int(x[f])]
+            if child < 0:
+                fell_back = True
+                child = _most_common_child(A, t, A.right[t, node])
+            node = child
+            continue
+        if A.nom_index[t, f] >= 0:  # nominal binary: x[f] == value goes left (river's branch 0)
+            go_left = x[f] == A.threshold[t, node]
+        else:
+            go_left = x[f] <= A.threshold[t, node]
+        if go_left:
             node = A.left[t, node]
         else:
             node = A.right[t, node]
-    return node
+    return node, fell_back
+
+
+@kernel(inline=True)
+def find_leaf(A, t, x):
+    """Node index of the leaf that ``x`` reaches in tree ``t`` (as river predicts)."""
+    return walk(A, t, x)[0]
 
 
 @kernel(inline=True)
@@ -228,6 +309,19 @@ def _nb_proba(A, hp, t, s, x, out):
             out[c] = math.log(w / total)
     for f in range(D):
         xf = x[f]
+        k = A.nom_index[t, f]
+        if k >= 0:  # river's NominalSplitterClassif.cond_proba: log(n(v, c) / n(c)) when positive
+            v = int(xf)
+            for c in range(C):
+                if A.class_w[t, s, c] > 0.0:
+                    tot = 0.0
+                    for u in range(A.cat_w.shape[3]):
+                        tot += A.cat_w[t, s, k, u, c]
+                    if tot > 0.0:
+                        tmp = A.cat_w[t, s, k, v, c] / tot
+                        if tmp > 0.0:
+                            out[c] += math.log(tmp)
+            continue
         for c in range(C):
             var = A.g_var[t, s, f, c]
             if var > 0.0 and A.class_w[t, s, c] > 0.0:
@@ -257,15 +351,18 @@ def predict_tree(A, hp, t, x, out):
 
     Returns the leaf's node index and, when ``out`` is that leaf's naive Bayes posterior, its
     key-order argmax (``-1`` if empty; ``-2`` when ``out`` is the majority-class answer) so that a
-    learner of the same event can reuse it instead of recomputing it.
+    learner of the same event can reuse it instead of recomputing it.  The index is
+    ``-(leaf + 2)`` when ``x`` took a multiway branch's most common path (a category the branch
+    has no child for): :func:`learn_leaf` then grows that child instead of learning at ``leaf``.
     """
-    node = find_leaf(A, t, x)
+    node, fell_back = walk(A, t, x)
     s = A.slot[t, node]
     mode = int(hp[HP_LEAF])
+    ret = -node - 2 if fell_back else node
     if mode == _MC or (mode == _NBA and A.nb_correct[t, s] < A.mc_correct[t, s]):
         _mc_proba(A, t, s, out)
-        return node, -2
-    return node, _nb_proba(A, hp, t, s, x, out)
+        return ret, -2
+    return ret, _nb_proba(A, hp, t, s, x, out)
 
 
 @kernel
@@ -283,6 +380,15 @@ def _clear_gaussians(A, t, s):
             A.g_max[t, s, f, c] = 0.0
             A.g_var[t, s, f, c] = 0.0
             A.g_hlv[t, s, f, c] = 0.0
+    A.n_nseen[t, s] = 0
+    for c in range(A.nseen.shape[2]):
+        A.nseen[t, s, c] = -1
+    for k in range(A.cat_w.shape[2]):
+        A.cat_n[t, s, k] = 0
+        for v in range(A.cat_w.shape[3]):
+            A.cat_order[t, s, k, v] = -1
+            for c in range(A.cat_w.shape[4]):
+                A.cat_w[t, s, k, v, c] = 0.0
 
 
 @kernel
@@ -416,6 +522,149 @@ def _best_threshold(A, hp, t, s, f, pre_entropy, lhs, rhs):
     return best, best_sv
 
 
+@kernel(inline=True)
+def _set_insert(tab, off, mask, key):
+    """Put ``key`` where CPython's set puts a new int (hash = key): probe ``i``, then up to
+    9 linear neighbours, then ``i = 5 i + 1 + perturb`` with ``perturb >>= 5``."""
+    perturb = key
+    i = key & mask
+    while True:
+        if tab[off + i] < 0:
+            tab[off + i] = key
+            return
+        if i + 9 <= mask:
+            for j in range(1, 10):
+                if tab[off + i + j] < 0:
+                    tab[off + i + j] = key
+                    return
+        perturb >>= 5
+        i = (i * 5 + 1 + perturb) & mask
+
+
+@kernel
+def _set_order(A, t, s, k):
+    """Lay slot ``s``'s categories of nominal feature ``k`` out as CPython's ``set`` does when
+    they are added in first-seen order (river iterates that set to order its binary split
+    candidates, and ties go to the earlier one).  Returns ``(offset, mask)`` of the table in
+    ``A.set_tab[t]``: iterating it and skipping ``-1`` gives the set's order."""
+    tab = A.set_tab[t]
+    half = tab.shape[0] // 2
+    cur = 0
+    mask = 7
+    for i in range(8):
+        tab[i] = -1
+    fill = 0
+    for m in range(A.cat_n[t, s, k]):
+        _set_insert(tab, cur, mask, A.cat_order[t, s, k, m])
+        fill += 1
+        if fill * 5 >= mask * 3:  # CPython resizes to the smallest power of 2 above 4 * used
+            size = 8
+            while size <= fill * 4:
+                size <<= 1
+            nxt = half - cur
+            for i in range(size):
+                tab[nxt + i] = -1
+            for i in range(mask + 1):
+                if tab[cur + i] >= 0:
+                    _set_insert(tab, nxt, size - 1, tab[cur + i])
+            cur = nxt
+            mask = size - 1
+    return cur, mask
+
+
+@kernel
+def _nominal_dist(A, t, s, k, v, lhs, rhs):
+    """Class weights of ``x[f] == v`` (``lhs``) and ``x[f] != v`` (``rhs``) for nominal feature
+    index ``k``; a class with no weight on a side is absent there (``-1``), as in river."""
+    for c in range(lhs.shape[0]):
+        lhs[c] = -1.0
+        rhs[c] = -1.0
+    for j in range(A.n_nseen[t, s]):
+        c = A.nseen[t, s, j]
+        eq = A.cat_w[t, s, k, v, c]
+        if eq > 0.0:
+            lhs[c] = eq
+        other = 0.0
+        found = False
+        for m in range(A.cat_n[t, s, k]):
+            u = A.cat_order[t, s, k, m]
+            if u != v and A.cat_w[t, s, k, u, c] > 0.0:
+                other += A.cat_w[t, s, k, u, c]
+                found = True
+        if found:
+            rhs[c] = other
+
+
+@kernel
+def _split_merit(A, hp, t, s, pre_entropy, lhs, rhs):
+    """Info gain of a nominal two-way split (``-inf`` unless both sides carry more than
+    ``min_branch_fraction`` of the weight), summed in the nominal splitters' class order."""
+    seen = A.nseen[t, s]
+    ns = A.n_nseen[t, s]
+    wl = _side_weight(lhs, seen, ns)
+    wr = _side_weight(rhs, seen, ns)
+    tot = wl + wr
+    min_frac = hp[HP_MIN_BRANCH]
+    n_big = 0
+    if tot > 0.0:
+        if wl / tot > min_frac:
+            n_big += 1
+        if wr / tot > min_frac:
+            n_big += 1
+    if n_big < 2:
+        return _NEG_INF
+    return pre_entropy - (wl * _entropy(lhs, seen, ns) + wr * _entropy(rhs, seen, ns)) / tot
+
+
+@kernel
+def _multiway_merit(A, hp, t, s, k, pre_entropy, dist, order):
+    """Info gain of one branch per category (river's multiway candidate): categories in
+    ascending order, each one's classes in ascending order."""
+    C = A.cat_w.shape[4]
+    for c in range(C):
+        order[c] = c
+    total = 0.0
+    for v in range(A.cat_w.shape[3]):
+        for c in range(C):
+            total += A.cat_w[t, s, k, v, c]
+    n_big = 0
+    min_frac = hp[HP_MIN_BRANCH]
+    ent = 0.0
+    for v in range(A.cat_w.shape[3]):
+        dw = 0.0
+        for c in range(C):
+            dist[c] = A.cat_w[t, s, k, v, c]
+            dw += dist[c]
+        if dw <= 0.0:
+            continue
+        if total > 0.0 and dw / total > min_frac:
+            n_big += 1
+        ent += dw * _entropy(dist, order, C)
+    if n_big < 2:
+        return _NEG_INF
+    return pre_entropy - ent / total
+
+
+@kernel
+def _best_nominal(A, hp, t, s, k, pre_entropy, lhs, rhs, order):
+    """Best split of nominal feature index ``k`` (river's ``NominalSplitterClassif``): the
+    multiway split first (``v = -1``), then each binary ``x[f] == v`` in the value set's order;
+    a later one wins only with a strictly higher merit."""
+    best = _multiway_merit(A, hp, t, s, k, pre_entropy, lhs, order)
+    best_v = -1.0
+    off, mask = _set_order(A, t, s, k)
+    for i in range(mask + 1):
+        v = A.set_tab[t, off + i]
+        if v < 0:
+            continue
+        _nominal_dist(A, t, s, k, v, lhs, rhs)
+        merit = _split_merit(A, hp, t, s, pre_entropy, lhs, rhs)
+        if merit > best:
+            best = merit
+            best_v = float(v)
+    return best, best_v
+
+
 @kernel
 def _init_child(A, t, cs, dist, order, n):
     """Slot ``cs`` becomes a fresh leaf holding the present entries of ``dist`` (in order)."""
@@ -433,11 +682,22 @@ def _init_child(A, t, cs, dist, order, n):
 
 @kernel
 def _split_leaf(A, t, node, s, f, sv, lhs, rhs, order):
-    """Turn leaf ``node`` into the branch ``x[f] <= sv`` with two fresh children."""
-    _post_split(A, t, s, f, sv, lhs, rhs)
-    ns = A.n_seen[t, s]
-    for j in range(ns):
-        order[j] = A.seen[t, s, j]
+    """Turn leaf ``node`` into the branch ``x[f] <= sv`` (nominal ``f``: ``x[f] == sv``) with
+    two fresh children."""
+    k = A.nom_index[t, f]
+    if k >= 0 and sv < 0.0:
+        _split_multiway(A, t, node, s, f, k, lhs, order)
+        return
+    if k >= 0:
+        _nominal_dist(A, t, s, k, int(sv), lhs, rhs)
+        ns = A.n_nseen[t, s]
+        for j in range(ns):
+            order[j] = A.nseen[t, s, j]
+    else:
+        _post_split(A, t, s, f, sv, lhs, rhs)
+        ns = A.n_seen[t, s]
+        for j in range(ns):
+            order[j] = A.seen[t, s, j]
     left = A.n_nodes[t]
     right = left + 1
     s_right = A.n_leaves[t]
@@ -458,6 +718,107 @@ def _split_leaf(A, t, node, s, f, sv, lhs, rhs, order):
     A.slot[t, node] = -1
     A.n_nodes[t] += 2
     A.n_leaves[t] += 1
+
+
+@kernel
+def _new_leaf(A, t, node, cs, depth):
+    A.feature[t, node] = -1
+    A.threshold[t, node] = 0.0
+    A.left[t, node] = -1
+    A.right[t, node] = -1
+    A.depth[t, node] = depth
+    A.slot[t, node] = cs
+
+
+@kernel
+def _split_multiway(A, t, node, s, f, k, dist, order):
+    """Turn leaf ``node`` into a multiway branch on nominal feature index ``k``: one child per
+    category the slot has seen, in ascending order, each starting with that category's class
+    weights (classes ascending, as river sorts them); the first child keeps slot ``s``."""
+    C = A.cat_w.shape[4]
+    V = A.cat_w.shape[3]
+    for c in range(C):
+        order[c] = c
+    m = A.n_mw[t]
+    A.n_mw[t] += 1
+    for v in range(V):
+        A.mw_child[t, m, v] = -1
+        A.mw_order[t, m, v] = -1
+    depth = A.depth[t, node] + 1
+    first = -1
+    n = 0
+    for v in range(V):
+        dw = 0.0
+        for c in range(C):
+            dw += A.cat_w[t, s, k, v, c]
+        if dw <= 0.0:
+            continue
+        child = A.n_nodes[t] + n
+        A.mw_child[t, m, v] = child
+        A.mw_order[t, m, n] = child
+        n += 1
+        if first < 0:
+            first = v  # slot s is read for every later child: the first one is built last
+            continue
+        cs = A.n_leaves[t]
+        A.n_leaves[t] += 1
+        for c in range(C):
+            w = A.cat_w[t, s, k, v, c]
+            dist[c] = w if w > 0.0 else -1.0
+        _init_child(A, t, cs, dist, order, C)
+        _new_leaf(A, t, child, cs, depth)
+    for c in range(C):
+        w = A.cat_w[t, s, k, first, c]
+        dist[c] = w if w > 0.0 else -1.0
+    _init_child(A, t, s, dist, order, C)
+    _new_leaf(A, t, A.n_nodes[t], s, depth)
+    A.mw_n[t, m] = n
+    A.feature[t, node] = f
+    A.threshold[t, node] = 0.0
+    A.left[t, node] = _MULTIWAY
+    A.right[t, node] = m
+    A.slot[t, node] = -1
+    A.n_nodes[t] += n
+
+
+@kernel
+def _grow_path(A, hp, t, x):
+    """The leaf where tree ``t`` learns ``x``: as :func:`walk`, but a multiway branch without a
+    child for ``x``'s category gets a new empty leaf for it (river's ``add_child``), room
+    permitting (else ``x`` takes the most common path)."""
+    node = 0
+    while A.feature[t, node] >= 0:
+        f = A.feature[t, node]
+        if A.left[t, node] == _MULTIWAY:
+            m = A.right[t, node]
+            v = int(x[f])
+            child = A.mw_child[t, m, v]
+            if child < 0:
+                n = A.n_nodes[t]
+                if n + 1 <= hp[HP_MAX_NODES] and n + 1 <= A.feature.shape[1] \
+                        and A.n_leaves[t] + 1 <= A.class_w.shape[1]:
+                    child = n
+                    cs = A.n_leaves[t]
+                    _clear_slot(A, t, cs)
+                    _new_leaf(A, t, child, cs, A.depth[t, node] + 1)
+                    A.mw_child[t, m, v] = child
+                    A.mw_order[t, m, A.mw_n[t, m]] = child
+                    A.mw_n[t, m] += 1
+                    A.n_nodes[t] += 1
+                    A.n_leaves[t] += 1
+                else:
+                    child = _most_common_child(A, t, m)
+            node = child
+            continue
+        if A.nom_index[t, f] >= 0:
+            go_left = x[f] == A.threshold[t, node]
+        else:
+            go_left = x[f] <= A.threshold[t, node]
+        if go_left:
+            node = A.left[t, node]
+        else:
+            node = A.right[t, node]
+    return node
 
 
 @kernel
@@ -487,11 +848,19 @@ def _attempt_split(A, hp, t, node, s, total, buf, order):
     best_f = np.int64(-1)  # typed int64 from the start: a literal -1 would compile _split_leaf twice
     best_sv = 0.0
     for f in range(D):
-        merit, sv = _best_threshold(A, hp, t, s, f, pre_entropy, lhs, rhs)
+        k = A.nom_index[t, f]
+        if k >= 0:
+            if A.cat_n[t, s, k] == 0:
+                continue  # no splitter for this feature since the slot was emptied
+            merit, sv = _best_nominal(A, hp, t, s, k, pre_entropy, lhs, rhs, order)
+            named = True  # river's nominal suggestion names its feature even at merit -inf
+        else:
+            merit, sv = _best_threshold(A, hp, t, s, f, pre_entropy, lhs, rhs)
+            named = merit > _NEG_INF
         if merit >= best:  # stable sort: a later candidate wins a tie
             second = best
             best = merit
-            best_f = f if merit > _NEG_INF else -1
+            best_f = f if named else -1
             best_sv = sv
         elif merit > second:
             second = merit
@@ -516,7 +885,8 @@ def learn_tree(A, hp, t, x, y, buf, order):
 
     The caller guarantees room for two more nodes when the tree is below its node cap.
     """
-    learn_leaf(A, hp, t, find_leaf(A, t, x), x, y, buf, order, np.int64(-2))  # int64: the window's overload
+    node, fell_back = walk(A, t, x)
+    learn_leaf(A, hp, t, -node - 2 if fell_back else node, x, y, buf, order, np.int64(-2))  # int64: one overload
 
 
 @kernel(inline=True)
@@ -524,8 +894,13 @@ def learn_leaf(A, hp, t, node, x, y, buf, order, nb_argmax):
     """Leaf ``node`` (the one ``x`` reaches) of tree ``t`` learns ``(x, y)``.
 
     ``nb_argmax`` is the key-order argmax of the leaf's current naive Bayes posterior for ``x``
-    when the caller already has it (``-1``: empty posterior), ``-2`` to compute it here.
+    when the caller already has it (``-1``: empty posterior), ``-2`` to compute it here.  A
+    negative ``node`` (from :func:`predict_tree`) means that ``x`` met a multiway branch without
+    a child for its category: the child is grown and learns ``x``.
     """
+    if node < 0:
+        node = _grow_path(A, hp, t, x)
+        nb_argmax = -2
     s = A.slot[t, node]
     C = A.class_w.shape[2]
     D = A.g_n.shape[2]
@@ -540,6 +915,14 @@ def learn_leaf(A, hp, t, node, x, y, buf, order, nb_argmax):
             nb_argmax = _nb_proba(A, hp, t, s, x, buf[:C])
         if nb_argmax == y:
             A.nb_correct[t, s] += 1.0
+        if A.cat_w.shape[2] > 0 and A.n_nseen[t, s] > 0 and _slot_total(A, t, s) > 0.0:
+            # river's naive Bayes asks each nominal splitter about every class of positive weight
+            # (a defaultdict lookup that inserts the class): those join the splitters' class order
+            for j in range(A.n_keys[t, s]):
+                c = A.keys[t, s, j]
+                if A.class_w[t, s, c] > 0.0 and not _has(A.nseen[t, s], A.n_nseen[t, s], c):
+                    A.nseen[t, s, A.n_nseen[t, s]] = c
+                    A.n_nseen[t, s] += 1
     if not _has(A.keys[t, s], A.n_keys[t, s], y):
         A.keys[t, s, A.n_keys[t, s]] = y
         A.n_keys[t, s] += 1
@@ -547,8 +930,19 @@ def learn_leaf(A, hp, t, node, x, y, buf, order, nb_argmax):
     if not _has(A.seen[t, s], A.n_seen[t, s], y):
         A.seen[t, s, A.n_seen[t, s]] = y
         A.n_seen[t, s] += 1
+    if A.cat_w.shape[2] > 0 and not _has(A.nseen[t, s], A.n_nseen[t, s], y):
+        A.nseen[t, s, A.n_nseen[t, s]] = y
+        A.n_nseen[t, s] += 1
     for f in range(D):
         v = x[f]
+        k = A.nom_index[t, f]
+        if k >= 0:  # nominal: count the category per class, remember first-seen order
+            code = int(v)
+            if not _has(A.cat_order[t, s, k], A.cat_n[t, s, k], code):
+                A.cat_order[t, s, k, A.cat_n[t, s, k]] = code
+                A.cat_n[t, s, k] += 1
+            A.cat_w[t, s, k, code, y] += 1.0
+            continue
         n = A.g_n[t, s, f, y]
         if n == 0.0:
             A.g_min[t, s, f, y] = v
@@ -568,7 +962,7 @@ def learn_leaf(A, hp, t, node, x, y, buf, order, nb_argmax):
     total = _slot_total(A, t, s)
     if total - A.last_attempt[t, s] >= hp[HP_GRACE]:
         A.last_attempt[t, s] = total  # set first: a split hands this slot to the left child
-        room = A.n_nodes[t] + 2
+        room = A.n_nodes[t] + int(hp[HP_ROOM])
         if room <= hp[HP_MAX_NODES] and room <= A.feature.shape[1]:  # 2nd test: safety net only
             _attempt_split(A, hp, t, node, s, total, buf, order)
 
@@ -578,14 +972,15 @@ def needs_room(A, hp):
     """True when some tree below its node cap has no room for one more split."""
     cap = A.feature.shape[1]
     for t in range(A.n_nodes.shape[0]):
-        need = A.n_nodes[t] + 2
+        need = A.n_nodes[t] + int(hp[HP_ROOM])
         if need > cap and need <= hp[HP_MAX_NODES]:
             return True
     return False
 
 
 #: the value every entry of a field holds in an empty tree (links and orders -1, the rest 0)
-_EMPTY = {name: -1 if name in ("feature", "left", "right", "slot") + _ORDER_FIELDS else 0
+_EMPTY = {name: -1 if name in ("feature", "left", "right", "slot", "nom_index", "cat_order", "nseen", "set_tab",
+                               "mw_child", "mw_order") + _ORDER_FIELDS else 0
           for name in TreeArrays._fields}
 
 
@@ -594,7 +989,8 @@ def _reset_tree(A, t: int) -> None:
     leaves (tested equal).  A reset runs when a pool is built or an expert replaced, never per
     event, so compiling a kernel for it would only lengthen a cold start."""
     for name in TreeArrays._fields:
-        getattr(A, name)[t] = _EMPTY[name]
+        if name != "nom_index":  # which features are nominal is the pool's, not the tree's
+            getattr(A, name)[t] = _EMPTY[name]
     A.slot[t, 0] = 0
     A.n_nodes[t] = 1
     A.n_leaves[t] = 1
@@ -611,6 +1007,14 @@ def _reset_tree_kernel(A, t):
         A.slot[t, node] = -1
     for s in range(A.class_w.shape[1]):
         _clear_slot(A, t, s)
+    A.n_mw[t] = 0
+    for m in range(A.mw_child.shape[1]):
+        A.mw_n[t, m] = 0
+        for v in range(A.mw_child.shape[2]):
+            A.mw_child[t, m, v] = -1
+            A.mw_order[t, m, v] = -1
+    for i in range(A.set_tab.shape[1]):
+        A.set_tab[t, i] = -1
     A.slot[t, 0] = 0
     A.n_nodes[t] = 1
     A.n_leaves[t] = 1
@@ -634,7 +1038,7 @@ def _check_links(d: dict[str, np.ndarray], D: int, C: int) -> None:
     live = idx < nn
     if ((feat < -1) | (feat >= D))[live].any():
         raise ValueError("tree pool state has split features outside [0, n_features)")
-    branch = live & (feat >= 0)
+    branch = live & (feat >= 0) & (d["left"] != _MULTIWAY)  # multiway rows: see _check_nominal
     for side in ("left", "right"):
         child = d[side]
         if ((child <= idx) | (child >= nn))[branch].any():
@@ -649,6 +1053,67 @@ def _check_links(d: dict[str, np.ndarray], D: int, C: int) -> None:
         used = np.arange(C)[None, None, :] < k[:, :, None]
         if ((o < 0) | (o >= C))[used].any():
             raise ValueError(f"tree pool state has {order} outside [0, n_classes)")
+
+
+def _check_nominal(d: dict, E: int, D: int, C: int, s_used: int) -> tuple[list[int], int, dict]:
+    """The nominal features, codes per feature and nominal arrays of a restored state (none in
+    a state of numeric features only); refuses shapes or indices a kernel would misuse."""
+    if "nom_index" not in d:
+        if (np.asarray(d["left"]) == _MULTIWAY).any():
+            raise ValueError("tree pool state has multiway branches but no nominal features")
+        return [], 0, {"n_mw": np.zeros(E, dtype=np.int64), "mw_child": np.zeros((E, 0, 0), dtype=np.int64),
+                       "mw_order": np.zeros((E, 0, 0), dtype=np.int64), "mw_n": np.zeros((E, 0), dtype=np.int64),
+                       "nom_index": np.full((E, D), -1, dtype=np.int64), "cat_w": np.zeros((E, s_used, 0, 0, C)),
+                       "cat_order": np.zeros((E, s_used, 0, 0), dtype=np.int64),
+                       "cat_n": np.zeros((E, s_used, 0), dtype=np.int64), "nseen": np.full((E, s_used, C), -1),
+                       "n_nseen": np.zeros((E, s_used), dtype=np.int64), "set_tab": np.zeros((E, 16), dtype=np.int64)}
+    nom = {name: np.asarray(d[name]) for name in _NOMINAL_FIELDS}
+    idx, cat_w = nom["nom_index"], nom["cat_w"]
+    if idx.shape != (E, D) or idx.dtype.kind != "i" or cat_w.ndim != 5 or cat_w.dtype.kind != "f":
+        raise ValueError("tree pool state has malformed nominal arrays")
+    Dn, V = cat_w.shape[2], cat_w.shape[3]
+    nominal = [int(f) for f in np.flatnonzero(idx[0] >= 0)] if E else []
+    want = np.full(D, -1)
+    want[nominal] = np.arange(len(nominal))
+    if (idx != want[None, :]).any() or len(nominal) != Dn or cat_w.shape != (E, s_used, Dn, V, C):
+        raise ValueError("tree pool state has inconsistent nominal feature indices")
+    order, n = nom["cat_order"], nom["cat_n"]
+    if order.shape != (E, s_used, Dn, V) or n.shape != (E, s_used, Dn) or order.dtype.kind != "i" \
+            or n.dtype.kind != "i" or (n < 0).any() or (n > V).any():
+        raise ValueError("tree pool state has malformed nominal category orders")
+    used = np.arange(V)[None, None, None, :] < n[..., None]
+    if ((order < 0) | (order >= V))[used].any():
+        raise ValueError("tree pool state has nominal categories outside [0, n_values)")
+    ns, nn = nom["nseen"], nom["n_nseen"]
+    if ns.shape != (E, s_used, C) or nn.shape != (E, s_used) or ns.dtype.kind != "i" or nn.dtype.kind != "i" \
+            or (nn < 0).any() or (nn > C).any():
+        raise ValueError("tree pool state has malformed nominal class orders")
+    if ((ns < 0) | (ns >= C))[np.arange(C)[None, None, :] < nn[..., None]].any():
+        raise ValueError("tree pool state has nominal class orders outside [0, n_classes)")
+    n_mw, child, order_mw, mw_n = nom["n_mw"], nom["mw_child"], nom["mw_order"], nom["mw_n"]
+    m_used = child.shape[1] if child.ndim == 3 else -1
+    if n_mw.shape != (E,) or child.shape != (E, m_used, V) or order_mw.shape != (E, m_used, V) \
+            or mw_n.shape != (E, m_used) or any(a.dtype.kind != "i" for a in (n_mw, child, order_mw, mw_n)) \
+            or (n_mw < 0).any() or (n_mw > m_used).any() or (mw_n < 0).any() or (mw_n > V).any():
+        raise ValueError("tree pool state has malformed multiway branches")
+    nn = d["n_nodes"][:, None, None]
+    live = np.arange(m_used)[None, :, None] < n_mw[:, None, None]
+    if (((child < -1) | (child >= nn)) & live).any() or \
+            (((order_mw < 0) | (order_mw >= nn)) & live & (np.arange(V)[None, None, :] < mw_n[..., None])).any():
+        raise ValueError("tree pool state has multiway children outside their tree")
+    multi = d["left"] == _MULTIWAY
+    n_live = np.arange(d["left"].shape[1])[None, :] < d["n_nodes"][:, None]
+    rows = np.where(multi, d["right"], 0)
+    if ((rows < 0) | (rows >= n_mw[:, None]))[multi & n_live].any() \
+            or (idx[np.arange(E)[:, None], np.maximum(d["feature"], 0)] < 0)[multi & n_live].any():
+        raise ValueError("tree pool state has multiway branches on numeric features or missing rows")
+    for e, node in zip(*np.nonzero(multi & n_live)):  # children come after their branch: no loops
+        m = rows[e, node]
+        kids = child[e, m]
+        if (kids[kids >= 0] <= node).any() or (order_mw[e, m, :mw_n[e, m]] <= node).any():
+            raise ValueError("tree pool state has multiway children before their branch")
+    nom["set_tab"] = np.zeros((E, 16 * max(V, 1)), dtype=np.int64)
+    return nominal, V, nom
 
 
 def _capacity_ladder(need: int, cap: int) -> int:
@@ -731,16 +1196,37 @@ class TreePool:
         return self.arrays.class_w.shape[2]
 
     @property
+    def n_nominal(self) -> int:
+        """How many features are nominal (categorical codes)."""
+        return self.arrays.cat_w.shape[2]
+
+    @property
+    def n_values(self) -> int:
+        """Codes a nominal feature may take: ``[0, n_values)``."""
+        return self.arrays.cat_w.shape[3]
+
+    def nominal_features(self) -> list[int]:
+        """Indices of the nominal features."""
+        return list(self._nominal)
+
+    @property
     def capacity(self) -> int:
         """Node capacity shared by all trees (grows by doubling up to the cap)."""
         return self.arrays.feature.shape[1]
 
-    @staticmethod
-    def _bytes_for(n_nodes: int, n_features: int, n_classes: int) -> int:
-        slots = n_nodes // 2 + 1
+    def _bytes_for(self, n_nodes: int, n_features: int, n_classes: int) -> int:
+        arrays = getattr(self, "arrays", None)
+        slots = n_nodes if arrays is not None and arrays.cat_w.shape[2] else n_nodes // 2 + 1
         per_slot = 8 * (len(_SLOT_FIELDS) + (1 + len(_ORDER_FIELDS)) * n_classes
                         + (len(_GAUSS_FIELDS) + len(_CACHE_FIELDS)) * n_features * n_classes)
-        return 8 * len(_TREE_FIELDS) + 8 * len(_NODE_FIELDS) * n_nodes + per_slot * slots
+        if arrays is not None and arrays.cat_w.shape[2]:
+            Dn, V = arrays.cat_w.shape[2], arrays.cat_w.shape[3]
+            # nominal statistics, class order, and one multiway row per node (slots = nodes here)
+            per_slot += 8 * (Dn * (1 + V * (n_classes + 1)) + n_classes + 1 + 2 * V + 1)
+        fixed = 8 * (n_features + 1)  # nom_index and n_mw
+        if arrays is not None and arrays.cat_w.shape[2]:
+            fixed += 8 * 16 * arrays.cat_w.shape[3]  # set_tab scratch
+        return 8 * len(_TREE_FIELDS) + fixed + 8 * len(_NODE_FIELDS) * n_nodes + per_slot * slots
 
     def node_cap(self) -> int:
         """Nodes a tree may reach under ``max_nodes`` and ``max_bytes`` at the current sizes.
@@ -780,12 +1266,26 @@ class TreePool:
         hp[HP_MAX_SHARE] = self.max_share_to_split
         hp[HP_EXACT] = 1.0 if self.river_exact else 0.0
         hp[HP_TWO] = 2.0
+        # nodes one split may add: 2, or one per category for a multiway split
+        hp[HP_ROOM] = max(2, self.n_values) if self.n_nominal else 2
 
-    def _alloc(self, E: int, D: int, C: int, N: int, old: TreeArrays | None = None) -> None:
+    def _alloc(self, E: int, D: int, C: int, N: int, old: TreeArrays | None = None,
+               nominal: list[int] | None = None, V: int | None = None) -> None:
         """(Re)allocate every array at ``E`` trees, ``D`` features, ``C`` classes, ``N`` nodes,
-        copying the overlapping part of ``old``; new entries are zero (nodes: empty)."""
-        L = N // 2 + 1
-        shapes = {}
+        copying the overlapping part of ``old``; new entries are zero (nodes: empty).
+        ``nominal`` (the nominal features, default: unchanged) and ``V`` (codes per nominal
+        feature) size the nominal statistics."""
+        if nominal is None:
+            nominal = self._nominal if old is not None else []
+        L = N if nominal else N // 2 + 1
+        M = N if nominal else 0  # a multiway branch may have a single child: up to N rows
+        if V is None:
+            V = old.cat_w.shape[3] if old is not None else 0
+        Dn = len(nominal)
+        T = 8 * V if nominal else 0
+        shapes = {"nom_index": (E, D), "cat_w": (E, L, Dn, V, C), "cat_order": (E, L, Dn, V),
+                  "cat_n": (E, L, Dn), "nseen": (E, L, C), "n_nseen": (E, L), "set_tab": (E, 2 * T),
+                  "n_mw": (E,), "mw_child": (E, M, V), "mw_order": (E, M, V), "mw_n": (E, M)}
         for name in _TREE_FIELDS:
             shapes[name] = (E,)
         for name in _NODE_FIELDS:
@@ -800,27 +1300,46 @@ class TreePool:
         for name in TreeArrays._fields:
             dtype = np.int64 if name in _INT_FIELDS else np.float64
             a = np.full(shapes[name], _EMPTY[name], dtype=dtype)
+            if name == "nom_index":
+                for k, f in enumerate(nominal):
+                    a[:, f] = k
+                fields[name] = a
+                continue
             if old is not None:
                 src = getattr(old, name)
                 a[tuple(slice(0, min(m, k)) for m, k in zip(a.shape, src.shape))] = \
                     src[tuple(slice(0, min(m, k)) for m, k in zip(a.shape, src.shape))]
             fields[name] = a
         self.arrays = TreeArrays(**fields)
+        self._nominal = list(nominal)
         self._refresh_hp()
 
     def _ensure_room(self) -> None:
         """Grow the node capacity so that every tree below its cap can split once more."""
         if needs_room(self.arrays, self.hp):
-            need = int(self.arrays.n_nodes.max()) + 2
+            need = int(self.arrays.n_nodes.max()) + int(self.hp[HP_ROOM])
             N = _capacity_ladder(need, int(self.hp[HP_MAX_NODES]))
             self._alloc(self.n_trees, self.n_features, self.n_classes, N, self.arrays)
 
-    def add_features(self, k: int) -> None:
-        """Append ``k`` features (unseen so far: their statistics start empty everywhere)."""
+    def add_features(self, k: int, nominal: list[bool] | None = None, n_values: int = 0) -> None:
+        """Append ``k`` features (unseen so far: their statistics start empty everywhere).
+
+        ``nominal`` (``k`` flags, default all False) marks the new features that are nominal:
+        their values are integer codes in ``[0, n_values)`` and they split as river's nominal
+        attributes (binary ``x[f] == v``).  ``n_values`` may only grow.
+        """
         if not isinstance(k, (int, np.integer)) or k < 0:
             raise ValueError(f"add_features needs a non-negative int, got {k!r}")
+        flags = [False] * int(k) if nominal is None else [bool(v) for v in nominal]
+        if len(flags) != k:
+            raise ValueError(f"add_features: {len(flags)} nominal flags for {k} features")
+        if any(flags) and int(n_values) < 1:
+            raise ValueError(f"nominal features need n_values >= 1, got {n_values!r}")
         if k:
-            self._alloc(self.n_trees, self.n_features + int(k), self.n_classes, self.capacity, self.arrays)
+            D = self.n_features
+            nominal_now = self.nominal_features() + [D + i for i, nom in enumerate(flags) if nom]
+            V = max(self.n_values, int(n_values)) if nominal_now else self.n_values
+            self._alloc(self.n_trees, D + int(k), self.n_classes, self.capacity, self.arrays, nominal_now, V)
 
     def ensure_classes(self, n: int) -> None:
         """Make room for at least ``n`` classes (new classes start with zero statistics)."""
@@ -852,7 +1371,17 @@ class TreePool:
             raise ValueError(f"x must be a vector of {self.n_features} features, got shape {xv.shape}")
         if not np.isfinite(xv).all():
             raise ValueError("x contains NaN or infinite values")
+        if self._nominal:
+            self.check_codes(xv[None, :])
         return xv
+
+    def check_codes(self, X: np.ndarray) -> None:
+        """Nominal columns of rows ``X`` must hold integer codes in ``[0, n_values)`` (the
+        kernels index with them)."""
+        if self._nominal:
+            cols = X[:, self._nominal]
+            if not ((cols >= 0) & (cols < self.n_values) & (cols == np.floor(cols))).all():
+                raise ValueError(f"nominal features must hold integer codes in [0, {self.n_values})")
 
     def check_y(self, y) -> int:
         if not isinstance(y, (int, np.integer)) or isinstance(y, bool) or not 0 <= y < self.n_classes:
@@ -927,6 +1456,15 @@ class TreePool:
             elif name not in _TREE_FIELDS:
                 arr = arr[:, :s_used]
             out[name] = np.array(arr, copy=True)
+        if self.n_nominal:
+            m_used = int(a.n_mw.max()) if self.n_trees else 0
+            for name in _NOMINAL_FIELDS:
+                arr = getattr(a, name)
+                if name in ("mw_child", "mw_order", "mw_n"):
+                    arr = arr[:, :m_used]
+                elif name not in ("nom_index", "n_mw"):
+                    arr = arr[:, :s_used]
+                out[name] = np.array(arr, copy=True)
         cfg = self.config()
         cfg["leaf_prediction"] = LEAF_PREDICTIONS[self.leaf_prediction]
         cfg["max_bytes"] = -1 if self.max_bytes is None else self.max_bytes
@@ -975,14 +1513,16 @@ class TreePool:
                 raise ValueError(f"tree pool field {name!r}: expected shape {expect[name]} ({kind}), "
                                  f"got {arr.shape} ({arr.dtype})")
         _check_links({name: np.asarray(d[name]) for name in _SAVED_FIELDS}, D, C)
+        nominal, V, nom = _check_nominal(d, E, D, C, s_used)
         N = _capacity_ladder(max(n_used + 2, 1), max(int(pool.hp[HP_MAX_NODES]), n_used))
         stub = TreeArrays(**{name: np.asarray(d[name]) if name in _SAVED_FIELDS
-                             else np.zeros((E, s_used, D, C)) for name in TreeArrays._fields})
-        pool._alloc(E, D, C, N, stub)
+                             else nom.get(name, np.zeros((E, s_used, D, C))) for name in TreeArrays._fields})
+        pool._alloc(E, D, C, N, stub, nominal, V)
         refresh_caches(pool.arrays)
         return pool
 
 
 inner_only(find_leaf, _has, _slot_total, _mc_proba, _first_max, _nb_proba, _clear_gaussians, _clear_slot,
            _refresh_cache, _entropy, _post_split, _side_weight, _best_threshold, _init_child, _split_leaf,
-           _attempt_split, learn_leaf)
+           _attempt_split, learn_leaf, _most_common_child, walk, _set_insert, _set_order, _nominal_dist,
+           _split_merit, _multiway_merit, _best_nominal, _new_leaf, _split_multiway, _grow_path)

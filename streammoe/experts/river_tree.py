@@ -10,6 +10,14 @@ equally good split candidates, so a different order would change later predictio
 
 Every object kind's attribute set is checked when saving and when loading; a river release that
 adds or renames state therefore fails loudly instead of restoring a silently different tree.
+
+Categorical features arrive as integer codes in the columns named by :meth:`RiverTreeExpert.set_nominal`;
+the tree gets them as river nominal attributes (``nominal_attributes``; river's default multiway
+and binary ``x[f] == v`` candidates, the same rules as the array engine).  A nominal splitter's set of values is
+restored by adding its values in their saved iteration order: the same order whenever no two
+codes collide in the set's hash table (codes below its size, 8 or more), which covers small
+category counts; beyond that a restored tree may break a tie between equally good values
+differently.
 """
 from __future__ import annotations
 
@@ -21,9 +29,10 @@ import river
 from river.proba import Gaussian
 from river.stats import Mean, Var
 from river.tree import HoeffdingTreeClassifier
-from river.tree.nodes.branch import NumericBinaryBranch
+from river.tree.nodes.branch import NominalBinaryBranch, NominalMultiwayBranch, NumericBinaryBranch
 from river.tree.nodes.htc_nodes import LeafMajorityClass, LeafNaiveBayes, LeafNaiveBayesAdaptive
 from river.tree.splitter import GaussianSplitter
+from river.tree.splitter.nominal_splitter_classif import NominalSplitterClassif
 
 from streammoe.state.codec import StateFormatError, pack_arrays, pack_json, unpack_arrays, unpack_json
 
@@ -33,6 +42,8 @@ LAYOUT = "river-ht/1"
 _LEAF_TYPES = (LeafMajorityClass, LeafNaiveBayes, LeafNaiveBayesAdaptive)
 _NBA = 2
 _BRANCH = 3
+_NOMINAL_BRANCH = 4
+_MULTIWAY_BRANCH = 5
 
 #: the instance attributes river 0.26.1 gives each object kind (the whole state we save)
 _LEAF_ATTRS = frozenset({"stats", "depth", "splitter", "splitters", "_disabled_attrs", "_last_split_attempt_at"})
@@ -42,8 +53,12 @@ _SPLITTER_ATTRS = frozenset({"_min_per_class", "_max_per_class", "_att_dist_per_
 _GAUSS_ATTRS = frozenset({"seed", "_rng", "_var"})
 _VAR_ATTRS = frozenset({"ddof", "mean", "_S"})
 _MEAN_ATTRS = frozenset({"n", "_mean"})
+_NOM_BRANCH_ATTRS = frozenset({"stats", "children", "feature", "value", "depth"})
+_MULTIWAY_ATTRS = frozenset({"stats", "children", "feature", "depth", "_mapping", "_r_mapping"})
+_NOM_SPLITTER_ATTRS = frozenset({"_total_weight_observed", "_missing_weight_observed", "_att_dist_per_class",
+                                 "_att_values"})
 #: tree attributes holding objects; every other tree attribute must be a JSON scalar
-_TREE_OBJECTS = frozenset({"_root", "splitter", "classes"})
+_TREE_OBJECTS = frozenset({"_root", "splitter", "classes", "nominal_attributes"})
 #: the float arrays, in the order that numbers them for ``alias`` rows
 _FLOAT_ARRAYS = ("stats_val", "br_threshold", "lf_last", "lf_nba", "g_float")
 #: leaf flag bits
@@ -83,14 +98,19 @@ def _typed(value: Any, kind: type, what: str) -> Any:
     return value
 
 
-def _features(x: np.ndarray) -> dict[int, float]:
-    """Dense vector -> river's feature dict; ``tolist`` keeps state in plain Python floats."""
+def _features(x: np.ndarray, nominal: list | None = None) -> dict[int, float]:
+    """Dense vector -> river's feature dict; ``tolist`` keeps state in plain Python floats;
+    ``nominal`` columns become ``int`` category codes."""
     arr = np.asarray(x, dtype=np.float64)
     if arr.ndim != 1:
         raise ValueError(f"x must be a 1-D feature vector, got shape {arr.shape}")
     if not np.isfinite(arr).all():
         raise ValueError(f"x has non-finite values at positions {np.flatnonzero(~np.isfinite(arr)).tolist()}")
-    return dict(enumerate(arr.tolist()))
+    d = dict(enumerate(arr.tolist()))
+    for j in nominal or ():
+        if j < arr.size:
+            d[j] = int(d[j])
+    return d
 
 
 class RiverTreeExpert:
@@ -114,10 +134,14 @@ class RiverTreeExpert:
         self._params = {"grace_period": grace_period, "delta": delta, "binary": self.binary, **tree_kwargs}
         self.tree = HoeffdingTreeClassifier(grace_period=grace_period, delta=delta, **tree_kwargs)
 
+    def set_nominal(self, columns: list[int]) -> None:
+        """Columns holding integer category codes: river nominal attributes from now on."""
+        self.tree.nominal_attributes = sorted(int(j) for j in columns) or None
+
     # -- Expert protocol ---------------------------------------------------------------------------
     def predict_proba(self, x: np.ndarray, n_classes: int) -> np.ndarray:
         out = np.zeros(operator.index(n_classes), dtype=np.float64)
-        for c, p in self.tree.predict_proba_one(_features(x)).items():
+        for c, p in self.tree.predict_proba_one(_features(x, self.tree.nominal_attributes)).items():
             if c >= out.size:
                 raise ValueError(f"tree knows class {c} but only n_classes={out.size} were asked for")
             out[c] = p
@@ -129,7 +153,7 @@ class RiverTreeExpert:
         label = operator.index(y)  # rejects floats/strings with a TypeError naming the type
         if label < 0 or (self.binary and label > 1):
             raise ValueError(f"label {label} out of range for a {'binary' if self.binary else 'multi-class'} expert")
-        self.tree.learn_one(_features(x), label)
+        self.tree.learn_one(_features(x, self.tree.nominal_attributes), label)
 
     def to_state(self) -> bytes:
         meta, arrays = _encode(self.tree)
@@ -174,15 +198,18 @@ def _encode(tree: HoeffdingTreeClassifier) -> tuple[dict, dict[str, np.ndarray]]
         scalars[k] = v
     if type(tree.splitter) is not GaussianSplitter:
         raise StateFormatError(f"only GaussianSplitter trees are supported, got {type(tree.splitter).__name__}")
+    nominal = tree.nominal_attributes
     meta = {
         "tree": scalars,
+        "nominal": None if nominal is None else [_typed(j, int, "nominal attribute") for j in nominal],
         "classes": [_typed(c, int, "class label") for c in tree.classes],
         "n_splits": _typed(tree.splitter.n_splits, int, "n_splits"),
     }
     c: dict[str, list] = {k: [] for k in (
         "kind", "depth", "n_stats", "stats_key", "stats_val", "br_feature", "br_threshold",
         "lf_flags", "lf_last", "lf_nba", "lf_n_disabled", "disabled", "lf_n_splitters",
-        "sp_feature", "sp_n_splits", "sp_n_classes", "g_int", "g_float")}
+        "sp_feature", "sp_n_splits", "sp_n_classes", "g_int", "g_float",
+        "sp_kind", "nom_float", "nom_int", "nom_w", "mw_values")}
     stack = [] if tree._root is None else [tree._root]
     while stack:
         node = stack.pop()
@@ -192,6 +219,23 @@ def _encode(tree: HoeffdingTreeClassifier) -> tuple[dict, dict[str, np.ndarray]]
             c["br_feature"].append(_typed(node.feature, int, "split feature"))
             c["br_threshold"].append(_typed(node.threshold, float, "split threshold"))
             stack.extend(reversed(node.children))  # pre-order: left subtree first
+        elif type(node) is NominalBinaryBranch:
+            _layout(node, _NOM_BRANCH_ATTRS, "NominalBinaryBranch")
+            c["kind"].append(_NOMINAL_BRANCH)
+            c["br_feature"].append(_typed(node.feature, int, "split feature"))
+            c["br_threshold"].append(float(_typed(node.value, int, "split category")))
+            stack.extend(reversed(node.children))
+        elif type(node) is NominalMultiwayBranch:
+            _layout(node, _MULTIWAY_ATTRS, "NominalMultiwayBranch")
+            values = list(node._mapping)
+            if node._mapping != {v: i for i, v in enumerate(values)} or \
+                    node._r_mapping != dict(enumerate(values)) or len(values) != len(node.children):
+                raise StateFormatError("a multiway branch's value mapping disagrees with its children")
+            c["kind"].append(_MULTIWAY_BRANCH)
+            c["br_feature"].append(_typed(node.feature, int, "split feature"))
+            c["mw_values"].append(len(values))
+            c["mw_values"].extend(_typed(v, int, "category code") for v in values)
+            stack.extend(reversed(node.children))
         elif type(node) in _LEAF_TYPES:
             code = _LEAF_TYPES.index(type(node))
             _layout(node, _NBA_ATTRS if code == _NBA else _LEAF_ATTRS, type(node).__name__)
@@ -206,7 +250,8 @@ def _encode(tree: HoeffdingTreeClassifier) -> tuple[dict, dict[str, np.ndarray]]
         c["stats_key"].extend(_typed(k, int, "class label") for k in node.stats)
         c["stats_val"].extend(_typed(v, float, "class weight") for v in node.stats.values())
     ints = {"kind", "depth", "n_stats", "stats_key", "br_feature", "lf_flags", "lf_n_disabled", "disabled",
-            "lf_n_splitters", "sp_feature", "sp_n_splits", "sp_n_classes", "g_int"}
+            "lf_n_splitters", "sp_feature", "sp_n_splits", "sp_n_classes", "g_int", "sp_kind", "nom_int",
+            "mw_values"}
     arrays = {k: np.asarray(v, dtype=np.int64 if k in ints else np.float64) for k, v in c.items()}
     arrays["alias"] = _float_aliases(c)
     return meta, arrays
@@ -245,8 +290,14 @@ def _encode_leaf(leaf: LeafMajorityClass, code: int, c: dict[str, list]) -> None
     splitters = leaf.splitters or {}
     c["lf_n_splitters"].append(len(splitters))
     for feature, sp in splitters.items():
+        if type(sp) is NominalSplitterClassif:
+            c["sp_kind"].append(1)
+            c["sp_feature"].append(_typed(feature, int, "splitter feature"))
+            _encode_nominal(sp, c)
+            continue
         if type(sp) is not GaussianSplitter:
             raise StateFormatError(f"unknown river layout: splitter type {type(sp).__name__}")
+        c["sp_kind"].append(0)
         _layout(sp, _SPLITTER_ATTRS, "GaussianSplitter")
         classes = list(sp._att_dist_per_class)
         if list(sp._min_per_class) != classes or list(sp._max_per_class) != classes:
@@ -266,6 +317,22 @@ def _encode_leaf(leaf: LeafMajorityClass, code: int, c: dict[str, list]) -> None
             c["g_int"].extend([_typed(k, int, "class label"), _typed(g._var.ddof, int, "ddof")])
             c["g_float"].extend(_typed(v, float, "Gaussian statistic") for v in (
                 sp._min_per_class[k], sp._max_per_class[k], g._var.mean.n, g._var.mean._mean, g._var._S))
+
+
+def _encode_nominal(sp: NominalSplitterClassif, c: dict[str, list]) -> None:
+    """Weights, per-class value dicts (insertion order) and the value set's iteration order."""
+    _layout(sp, _NOM_SPLITTER_ATTRS, "NominalSplitterClassif")
+    c["nom_float"].extend([_typed(sp._total_weight_observed, float, "nominal total weight"),
+                           _typed(sp._missing_weight_observed, float, "nominal missing weight")])
+    dist = sp._att_dist_per_class
+    c["nom_int"].append(len(dist))
+    for label, values in dist.items():
+        c["nom_int"].extend([_typed(label, int, "class label"), len(values)])
+        for value, w in values.items():
+            c["nom_int"].append(_typed(value, int, "category code"))
+            c["nom_w"].append(_typed(w, float, "category weight"))
+    c["nom_int"].append(len(sp._att_values))
+    c["nom_int"].extend(_typed(v, int, "category code") for v in sp._att_values)
 
 
 # -- decoding --------------------------------------------------------------------------------------
@@ -296,8 +363,12 @@ def _decode(tree: HoeffdingTreeClassifier, meta: dict, arrays: dict[str, np.ndar
     tree.splitter.n_splits = meta["n_splits"]
     for label in meta["classes"]:  # one add at a time, like training, so the set has the same shape
         tree.classes.add(int(label))
+    if meta.get("nominal") is not None:
+        tree.nominal_attributes = [int(j) for j in meta["nominal"]]
     proto = tree.splitter
     _check_fresh_layout(proto)
+    for name in ("sp_kind", "nom_float", "nom_int", "nom_w", "mw_values"):  # states saved before categorical features
+        arrays.setdefault(name, np.zeros(0))
     cur = {k: _Cursor(arrays, k) for k in arrays}
     for dst, i, src, j in cur.pop("alias").values:  # re-share float objects (see _float_aliases)
         if not (0 <= dst < len(_FLOAT_ARRAYS) and -1 <= src < len(_FLOAT_ARRAYS) and i >= 0 and j >= 0):
@@ -309,7 +380,14 @@ def _decode(tree: HoeffdingTreeClassifier, meta: dict, arrays: dict[str, np.ndar
         n = cur["n_stats"].one()
         stats = dict(zip(cur["stats_key"].take(n), cur["stats_val"].take(n)))
         if kind == _BRANCH:
-            payloads.append((stats, cur["br_feature"].one(), cur["br_threshold"].one(), depth))
+            payloads.append((NumericBinaryBranch, stats, cur["br_feature"].one(), cur["br_threshold"].one(), depth))
+        elif kind == _NOMINAL_BRANCH:
+            payloads.append((NominalBinaryBranch, stats, cur["br_feature"].one(), int(cur["br_threshold"].one()),
+                             depth))
+        elif kind == _MULTIWAY_BRANCH:
+            feature = cur["br_feature"].one()
+            values = cur["mw_values"].take(cur["mw_values"].one())
+            payloads.append((NominalMultiwayBranch, stats, feature, values, depth))
         elif 0 <= kind < _BRANCH:
             payloads.append(_decode_leaf(_LEAF_TYPES[kind](stats, depth, proto), kind, cur))
         else:
@@ -317,8 +395,11 @@ def _decode(tree: HoeffdingTreeClassifier, meta: dict, arrays: dict[str, np.ndar
     built: list = []
     for item in reversed(payloads):
         if isinstance(item, tuple):
-            left, right = built.pop(), built.pop()
-            built.append(NumericBinaryBranch(*item, left, right))
+            n_children = len(item[3]) if item[0] is NominalMultiwayBranch else 2
+            if len(built) < n_children:
+                raise StateFormatError("river-ht state: a branch has fewer children than it names")
+            children = [built.pop() for _ in range(n_children)]
+            built.append(item[0](*item[1:], *children))
         else:
             built.append(item)
     if len(built) > 1 or any(c.pos != len(c.values) for c in cur.values()):
@@ -353,6 +434,9 @@ def _decode_leaf(leaf: LeafMajorityClass, kind: int, cur: dict[str, _Cursor]) ->
         leaf.splitters = None
         return leaf
     for feature in cur["sp_feature"].take(n_splitters):
+        if cur["sp_kind"].pos < len(cur["sp_kind"].values) and cur["sp_kind"].one() == 1:
+            leaf.splitters[feature] = _decode_nominal(cur)
+            continue
         sp = GaussianSplitter(n_splits=cur["sp_n_splits"].one())
         n_classes = cur["sp_n_classes"].one()
         ints, floats = cur["g_int"].take(2 * n_classes), cur["g_float"].take(5 * n_classes)
@@ -365,3 +449,17 @@ def _decode_leaf(leaf: LeafMajorityClass, kind: int, cur: dict[str, _Cursor]) ->
             sp._max_per_class[label] = hi
         leaf.splitters[feature] = sp
     return leaf
+
+
+def _decode_nominal(cur: dict[str, _Cursor]) -> NominalSplitterClassif:
+    sp = NominalSplitterClassif()
+    sp._total_weight_observed, sp._missing_weight_observed = cur["nom_float"].take(2)
+    ints = cur["nom_int"]
+    for _ in range(ints.one()):
+        label, n = ints.take(2)
+        values = sp._att_dist_per_class[label]
+        for value, w in zip(ints.take(n), cur["nom_w"].take(n)):
+            values[value] = _RIVER_CONSTANTS[0] if w == 1.0 else w  # river's own w=1.0 (see _river_constants)
+    for value in ints.take(ints.one()):
+        sp._att_values.add(value)
+    return sp

@@ -92,13 +92,15 @@ def _jit_options() -> dict:
 
 def _trees_body(n_nodes, n_leaves, feature, threshold, left, right, depth, slot, last_attempt,
                   mc_correct, nb_correct, n_keys, n_seen, class_w, keys, seen, g_n, g_mean, g_m2,
-                  g_min, g_max, g_var, g_hlv, hp, E, ptr, X, Y, rank, progress, expert_pred, p_true,
+                  g_min, g_max, g_var, g_hlv, nom_index, cat_w, cat_order, cat_n, nseen, n_nseen, n_mw,
+                  mw_child, mw_order, mw_n, set_tab, hp, E, ptr, X, Y, rank, progress, expert_pred, p_true,
                   Pk, P, buf, order, done):  # pragma: no cover - compiled for the device
     t = cuda.grid(1)
     if t < n_nodes.shape[0]:
         A = TreeArrays(n_nodes, n_leaves, feature, threshold, left, right, depth, slot, last_attempt,
                        mc_correct, nb_correct, n_keys, n_seen, class_w, keys, seen, g_n, g_mean, g_m2,
-                       g_min, g_max, g_var, g_hlv)
+                       g_min, g_max, g_var, g_hlv, nom_index, cat_w, cat_order, cat_n, nseen, n_nseen, n_mw, mw_child,
+                       mw_order, mw_n, set_tab)
         k = t // E
         ok = _tree_events_dev(A, hp, t, t - k * E, ptr[k], ptr[k + 1], X, Y, rank, progress,
                               expert_pred, p_true, Pk, P[t], buf[t], order[t])
@@ -208,7 +210,7 @@ class DevicePool:
         """Grow the node capacity (on the host, then back) if a tree below its cap needs room."""
         n_nodes = self.arrays.n_nodes.copy_to_host()
         cap = self.pool.capacity
-        need = n_nodes + 2
+        need = n_nodes + int(self.pool.hp[fast_tree.HP_ROOM])
         if ((need > cap) & (need <= self.pool.hp[fast_tree.HP_MAX_NODES])).any():
             self.to_host()
             self.pool._ensure_room()

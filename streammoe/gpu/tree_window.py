@@ -31,7 +31,7 @@ import numpy as np
 from numba import njit, prange
 
 from ..experts.fast_loop import normalise_row, router_target
-from ..experts.fast_tree import HP_MAX_NODES, argmax_or_neg, kernel, learn_leaf, predict_tree
+from ..experts.fast_tree import HP_MAX_NODES, HP_ROOM, argmax_or_neg, kernel, learn_leaf, predict_tree
 from ..routers.mlp import _forward
 
 __all__ = ["tree_events", "run_trees_cpu", "top_k_ranks", "answer_window", "keyed_forward"]
@@ -60,7 +60,7 @@ def tree_events(A, hp, t, e, lo, hi, X, Y, rank, progress, expert_pred, p_true, 
                 Pk[i, r, c] = P[c]
         if r >= 0 and y >= 0:
             learn_leaf(A, hp, t, node, x, y, buf, order, nb)
-            room = A.n_nodes[t] + 2
+            room = A.n_nodes[t] + int(hp[HP_ROOM])  # 2, or a multiway split's children
             if room > cap and room <= hp[HP_MAX_NODES]:
                 progress[t] = i + 1 - lo
                 return False

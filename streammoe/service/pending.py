@@ -40,9 +40,11 @@ _EVENT_OVERHEAD = 64
 _VALUE_BYTES = 24
 
 
-def pending_size(event_id: str, x: Mapping[str, float], key: Optional[str]) -> int:
-    """Estimated stored size of a pending event in bytes (see the module docstring)."""
-    return _EVENT_OVERHEAD + len(event_id) + len(key or "") + sum(map(len, x)) + _VALUE_BYTES * len(x)
+def pending_size(event_id: str, x: Mapping[str, float | str], key: Optional[str]) -> int:
+    """Estimated stored size of a pending event in bytes (see the module docstring); a
+    categorical value counts its characters on top of the fixed value size."""
+    text = sum(len(v) for v in x.values() if type(v) is str)
+    return _EVENT_OVERHEAD + len(event_id) + len(key or "") + sum(map(len, x)) + _VALUE_BYTES * len(x) + text
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,8 @@ Input event (JSON object, UTF-8)::
     {"id": "e-17", "x": {"f0": 0.3, "f1": -2}, "y": 1, "ts": 1700000000.25, "key": "user-9"}
 
 * ``id``   - non-empty string, unique per event; delayed labels refer to it.
-* ``x``    - object ``feature name -> number`` (JSON integers become floats).
+* ``x``    - object ``feature name -> number | string`` (JSON integers become floats; a string
+  is a category of a categorical feature, at most ``DecodeLimits.max_name_chars`` long).
 * ``y``    - optional label: string, integer (int64 range) or boolean.  JSON floats are
   refused as labels (``1.0`` vs ``1`` would silently make two classes).
 * ``ts``   - optional event time, unix seconds (latency is measured from it); at most
@@ -25,7 +26,8 @@ route it to the dead-letter topic and keep going.  Decisions worth knowing:
   overflow a double are refused (``non_finite``).
 * Boolean feature values are refused (``bad_feature_value``): a feature is a number, and a
   producer sending ``true`` usually has a schema bug; send ``0``/``1`` instead.
-* Nested objects/arrays and ``null`` as feature values are refused (``bad_feature_value``).
+* Nested objects/arrays and ``null`` as feature values are refused (``bad_feature_value``), and
+  so are strings longer than ``max_name_chars``.
 * Unknown top-level fields are refused (``unknown_field``) unless
   ``DecodeLimits.allow_extra_fields`` - a typo such as ``"label"`` for ``"y"`` must not
   silently turn a labelled event into an unlabelled one.
@@ -70,7 +72,7 @@ class ReasonCode(str, Enum):
     BAD_FEATURES = "bad_features"            # "x" is not an object
     TOO_MANY_FEATURES = "too_many_features"  # more than DecodeLimits.max_features
     BAD_FEATURE_NAME = "bad_feature_name"    # empty or too long feature name
-    BAD_FEATURE_VALUE = "bad_feature_value"  # string / bool / null / nested value
+    BAD_FEATURE_VALUE = "bad_feature_value"  # bool / null / nested value / too long a string
     NON_FINITE = "non_finite"                # NaN, +-Infinity, or overflowing number
     BAD_LABEL = "bad_label"                  # label of unsupported type / range / length
     BAD_TIMESTAMP = "bad_timestamp"          # "ts" not a finite number
@@ -95,7 +97,7 @@ class DecodeLimits(BaseModel):
     max_bytes: int = Field(1_048_576, gt=0, description="largest accepted message, bytes")
     max_features: int = Field(10_000, gt=0, description="most features per event")
     max_id_chars: int = Field(256, gt=0, description="longest event id")
-    max_name_chars: int = Field(256, gt=0, description="longest feature name / routing key")
+    max_name_chars: int = Field(256, gt=0, description="longest feature name / categorical value / routing key")
     max_label_chars: int = Field(256, gt=0, description="longest string label")
     allow_extra_fields: bool = Field(False, description="ignore unknown top-level fields instead of refusing")
 
@@ -109,7 +111,7 @@ class Event(BaseModel):
     model_config = _STRICT
 
     id: str
-    x: dict[str, float]
+    x: dict[str, Union[float, str]]
     y: Optional[Label] = None
     ts: Optional[float] = None
     key: Optional[str] = None
@@ -216,7 +218,7 @@ def _classify(err: dict[str, Any], fields: str) -> tuple[ReasonCode, str]:
             return ReasonCode.NON_FINITE, f"feature {name} is {_non_finite(value)}; features must be finite"
         if isinstance(value, bool):
             return ReasonCode.BAD_FEATURE_VALUE, f"feature {name} is a boolean; send 0 or 1"
-        return ReasonCode.BAD_FEATURE_VALUE, f"feature {name} must be a number, got {_json_type(value)}"
+        return ReasonCode.BAD_FEATURE_VALUE, f"feature {name} must be a number or a string, got {_json_type(value)}"
     if head == "y":
         return ReasonCode.BAD_LABEL, f"label y must be a string, an integer or a boolean, got {_json_type(value)}"
     if head == "ts":
@@ -320,6 +322,10 @@ def decode_event(raw: Any, limits: DecodeLimits | None = None, *, topic: str | N
             bad = next(k for k in x if not 0 < len(k) <= limits.max_name_chars)
             return DeadLetter(ReasonCode.BAD_FEATURE_NAME, f"feature name {_short(bad)} must have "
                               f"1..{limits.max_name_chars} characters", data, **where)
+        for name, value in x.items():
+            if type(value) is str and len(value) > limits.max_name_chars:
+                return DeadLetter(ReasonCode.BAD_FEATURE_VALUE, f"categorical value of feature {_short(name)} "
+                                  f"has {len(value)} characters, limit is {limits.max_name_chars}", data, **where)
         if ev.y is not None:
             problem = _check_label(ev.y, limits)
             if problem:
