@@ -170,7 +170,9 @@ def test_pool_keys_share_one_feature_layout_and_the_key_bound():
     evs = [{"id": "a", "key": "a", "x": {"f0": 1.0, "f1": 2.0}, "y": 0},
            {"id": "b", "key": "b", "x": {"f0": 1.0, "f2": 2.0}, "y": 0},   # other features: refused
            {"id": "c", "key": "b", "x": {"f1": 3.0, "f0": 1.0}, "y": 1},   # same set, other order: fine
-           {"id": "d", "key": "c", "x": {"f0": 1.0, "f1": 2.0}, "y": 0}]   # a third key: refused
+           {"id": "d", "key": "c", "x": {"f0": 1.0, "f1": 2.0}, "y": 0},   # a third key: refused
+           {"id": "e", "key": "a", "x": {"f0": "red", "f1": 2.0}, "y": 0}]  # categorical: refused
     owner.handle_events([rec("in", i, 1000 + i, json.dumps(e).encode()) for i, e in enumerate(evs)], sink)
-    assert [d.reason_code.value for d in sink.letters] == ["wrong_features", "too_many_keys"]
+    assert [d.reason_code.value for d in sink.letters] == ["wrong_features", "too_many_keys", "processing_error"]
+    assert "numeric features only" in sink.letters[-1].reason
     assert owner.pool.keys == ["a", "b"] and [p["id"] for p in sink.predictions] == ["a", "c"]

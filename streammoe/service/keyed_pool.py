@@ -108,7 +108,12 @@ class KeyedPool:
                 self.index[k] = len(self.keys)
                 self.keys.append(k)
         cols = self.features
-        X = np.array([[x[f] for f in cols] for x in xs], dtype=np.float64).reshape(len(xs), len(cols))
+        try:
+            X = np.array([[x[f] for f in cols] for x in xs], dtype=np.float64).reshape(len(xs), len(cols))
+        except (TypeError, ValueError):  # a string: a categorical feature
+            bad = next(f for x in xs for f in cols if isinstance(x[f], str))
+            raise ValueError(f"feature {bad!r} is categorical; the keyed pool (serve.keyed_engine = 'pool') "
+                             f"takes numeric features only (use serve.keyed_engine = 'models')") from None
         kidx = np.fromiter((self.index[k] for k in keys), dtype=np.int64, count=len(keys))
         y = np.fromiter((-1 if v is None else self._label(v) for v in ys), dtype=np.int64, count=len(ys))
         return kidx, X, y
