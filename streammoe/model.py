@@ -458,7 +458,7 @@ class DriftMoE(base.MiniBatchClassifier):
             raise ValueError(f"{len(xs)} events but {len(ys)} labels")
         if any(y is None for y in ys):
             raise ValueError("learn_batch needs a label for every event")
-        if self.mode == "data" and self._policy is None and self._pool.windowed():
+        if self.predict_is_pure:
             last = self.last_expert
             self.predict_learn_many(xs, ys, proba=False)
             self.last_expert = last
@@ -472,6 +472,14 @@ class DriftMoE(base.MiniBatchClassifier):
                 raise ValueError(f"event {i}: {exc}") from None
         for x, y in zip(xs, ys):
             self.learn_one(x, y)
+
+    @property
+    def predict_is_pure(self) -> bool:
+        """Whether predicting changes no state but :attr:`last_expert` (the compiled windowed
+        path: data mode, no drift policy, a windowed pool).  Then learning a labelled event
+        equals predicting it and learning it, so delayed labels and new events can share one
+        :meth:`predict_learn_many` call (what :meth:`learn_batch` and the daemon do)."""
+        return self.mode == "data" and self._policy is None and self._pool.windowed()
 
     def predict_learn_many(self, xs: list, ys: list, *, proba: bool = True) -> list[tuple[Any, int | None]]:
         """Prequential over a batch, in order: predict each event, then learn it if its label is not None.
@@ -512,7 +520,8 @@ class DriftMoE(base.MiniBatchClassifier):
             if grows[i] or not self._labels.classes:
                 out.append(self._predict_learn_one(xs[i], labels[i], proba))  # growth: the exact per-event path
                 i += 1
-                grows[i:] = self._growth_flags(xs[i:], labels[i:], R is not None)
+                if labels[i - 1] is not None:  # only learning adds features or classes
+                    grows[i:] = self._growth_flags(xs[i:], labels[i:], R is not None)
                 continue
             room = self.window - self._window.n  # labelled events until the router's next step
             if all_labelled and not any(grows[i:i + room]):  # the common case, without a loop per event

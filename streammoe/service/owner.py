@@ -56,6 +56,9 @@ GUARD_EXTRA = "guard:"
 EARLY_EXTRA = "early"
 _DAEMON_FORMAT = "streammoe/daemon@1"
 _LABEL_TYPES = {"bool": bool, "int": int, "str": str}
+#: kinds of queued model work: (kind, model key, x, y, record, event | pending event, pending seq)
+_PREDICT = "predict"
+_LEARN = "learn"
 
 
 class Sink(Protocol):
@@ -210,6 +213,7 @@ class PartitionOwner:
         # part names stored in Redis per model key (to remove parts a shrinking pool dropped)
         self._stored: dict[Optional[str], set[str]] = {k: set(v) for k, v in (stored_parts or {}).items()}
         self._changed = False
+        self._ops: list[tuple] = []  # model work queued for flush(), in record order
         self.events_since_checkpoint = 0
         self.last_checkpoint = time.monotonic()
         self.last_checkpoint_wall: Optional[float] = None
@@ -271,13 +275,15 @@ class PartitionOwner:
         return self.offsets.get(topic_key) if topic_key else None
 
     # --- events ----------------------------------------------------------------------------
-    def handle_events(self, records: list, sink: Sink) -> int:
+    def handle_events(self, records: list, sink: Sink, *, defer: bool = False) -> int:
         """Decode, check, predict (and learn inline labels) for input records, in order.
-        Returns how many records were consumed (duplicates of processed offsets skipped)."""
+        Returns how many records were consumed (duplicates of processed offsets skipped).
+
+        With ``defer`` the model work is queued and done by the next :meth:`flush` (the daemon
+        flushes once per polled batch, see :meth:`flush` for why that is exact)."""
         cfg, stats = self.cfg, self.stats
         nxt = self.offsets.get(self.input_key)
         accepted: list[tuple[Any, Event, Optional[str]]] = []
-        groups: dict[Optional[str], list[int]] = {}
         consumed = 0
         for rec in records:
             if nxt is not None and rec.offset < nxt:
@@ -301,20 +307,32 @@ class PartitionOwner:
                 self._dead(sink, DeadLetter(code, msg, rec.value, cfg.input_topic, self.partition, rec.offset),
                            rec.key)
                 continue
-            groups.setdefault(mkey, []).append(len(accepted))
             accepted.append((rec, ev, mkey))
+            self._defer_prediction(rec, ev, mkey, sink)
         if consumed:
             self._changed = True
             stats.events += consumed
             self.events_since_checkpoint += consumed
             self.offsets[self.input_key] = nxt
-        if accepted:
-            results = self._predict_groups(accepted, groups, sink)
-            self._emit(accepted, results, sink)
         if self.early:
             self._settle_early(accepted, sink)
         self._expire(sink)
+        if not defer:
+            self.flush(sink)
         return consumed
+
+    def _defer_prediction(self, rec: Any, ev: Event, mkey: Optional[str], sink: Sink) -> None:
+        """Queue the prediction of an accepted event; an unlabelled one waits for its label from
+        now on (its prediction is filled in by :meth:`flush`)."""
+        seq = None
+        if ev.y is None and self.cfg.labels_topic is not None:
+            pending = self.pending
+            for old, why in pending.add(ev.id, ev.x, key=ev.key if self.cfg.keyed else None, ts=ev.ts,
+                                        y_pred=None, offset=rec.offset, event_time=rec.timestamp / 1000.0):
+                self._dead_pending(sink, old, ReasonCode.PENDING_EVICTED, why)
+            pe = pending.get(ev.id)
+            seq = pe.seq if pe is not None else None
+        self._ops.append((_PREDICT, mkey, ev.x, ev.y, rec, ev, seq))
 
     def _settle_early(self, accepted: list, sink: Sink) -> None:
         """After a run of events: join the early labels whose event came, then refuse those
@@ -398,66 +416,177 @@ class PartitionOwner:
             model = self.models[mkey] = self.cfg.new_model()
         return model
 
-    def _predict_groups(self, accepted: list, groups: dict, sink: Sink) -> list:
-        """``(proba, expert, model_version)`` per accepted event (``None`` if refused)."""
-        results: list = [None] * len(accepted)
-        if self.pool is not None:
-            return self._predict_pool(accepted, sink)
-        for mkey, idx in groups.items():
+    # --- the model's work, deferred and batched -------------------------------------------
+    @property
+    def deferred(self) -> int:
+        """Predictions and learning steps queued for the next :meth:`flush`."""
+        return len(self._ops)
+
+    def flush(self, sink: Sink) -> None:
+        """Do the queued model work in record order, then emit the predictions and count.
+
+        Why deferred: on a stream with delayed labels the aligner releases short alternating runs
+        of events and labels (a label follows its event ``delay`` events later), so calling the
+        model per run means a few events per call and the per-call cost dominates.  Queued, a
+        whole polled batch of a partition is one call: where predicting changes no model state
+        (``DriftMoE.predict_is_pure``: the compiled windowed path), predictions and delayed-label
+        learning interleave in a single ``predict_learn_many`` (a learning step is a prediction
+        whose output is dropped, exactly what ``learn_batch`` does), so the result equals the
+        run-by-run order bit for bit.  Otherwise consecutive steps of one kind are batched as
+        before.  The bookkeeping (offsets, pending events, early labels, dead letters of bad
+        records) already happened in record order; only the model calls and the predictions
+        they produce wait here.  A model that refuses a batch is retried step by step, so only
+        the refused events are dead-lettered."""
+        if not self._ops:
+            return
+        ops, self._ops = self._ops, []
+        if self.pool is not None:  # every key of the partition in one keyed-pool call
+            self._finish(ops, self._run_pool(ops, sink), sink)
+            return
+        by_model: dict[Optional[str], list[int]] = {}
+        for i, op in enumerate(ops):
+            by_model.setdefault(op[1], []).append(i)
+        results: list = [None] * len(ops)
+        for mkey, idx in by_model.items():
             model = self._model(mkey)
-            xs = [accepted[i][1].x for i in idx]
-            ys = [accepted[i][1].y for i in idx]
-            version = model.n_learned_
-            try:
-                out = model.predict_learn_many(xs, ys)
-            except ValueError:
-                out = self._predict_one_by_one(model, idx, accepted, xs, ys, sink)
-            for i, y, res in zip(idx, ys, out):
-                if res is not None:
-                    results[i] = (res[0], res[1], version)
-                    if y is not None:
-                        version += 1
+            mine = [ops[i] for i in idx]
+            out = None
+            if getattr(model, "predict_is_pure", False) and len(mine) > 1:
+                out = self._run_mixed(model, mine)
+            if out is None:
+                out = self._run_by_kind(model, mine, sink)
+            for i, res in zip(idx, out):
+                results[i] = res
+        self._finish(ops, results, sink)
+
+    def _run_mixed(self, model: Any, ops: list) -> Optional[list]:
+        """One ``predict_learn_many`` over predictions and learning steps; ``None`` if the model
+        refused the batch (it then learned nothing)."""
+        last = model.last_expert
+        version = model.n_learned_
+        try:
+            out = model.predict_learn_many([op[2] for op in ops], [op[3] for op in ops])
+        except ValueError:
+            return None
+        results: list = []
+        for op, (proba, expert) in zip(ops, out):
+            if op[0] is _PREDICT:
+                results.append((proba, expert, version))
+                last = expert
+            else:
+                results.append(True)
+            if op[3] is not None:
+                version += 1
+        model.last_expert = last  # learning steps do not answer (as in learn_batch)
         return results
 
-    def _predict_pool(self, accepted: list, sink: Sink) -> list:
-        """All accepted events through the partition's keyed pool in one call (the refused
-        ones, if any, isolated one by one)."""
+    def _run_pool(self, ops: list, sink: Sink) -> list:
+        """All queued steps of every key in one keyed-pool call (predicting is pure there, so
+        predictions and learning steps interleave exactly as run one by one); a refused batch is
+        retried step by step, so only the refused events are dead-lettered."""
         pool = self.pool
-        keys = [mkey for _, _, mkey in accepted]
-        xs = [ev.x for _, ev, _ in accepted]
-        ys = [ev.y for _, ev, _ in accepted]
         try:
-            return pool.predict_learn(keys, xs, ys)
+            out = pool.predict_learn([op[1] for op in ops], [op[2] for op in ops], [op[3] for op in ops])
+            return [res if op[0] is _PREDICT else True for op, res in zip(ops, out)]
         except ValueError:
-            out: list = []
-            for (rec, _, _), k, x, y in zip(accepted, keys, xs, ys):
-                try:
-                    out += pool.predict_learn([k], [x], [y])
-                except ValueError as exc:
-                    self._dead(sink, DeadLetter(ReasonCode.PROCESSING_ERROR, f"the model refused the event: {exc}",
-                                                rec.value, self.cfg.input_topic, self.partition, rec.offset), rec.key)
-                    out.append(None)
-            return out
+            pass
+        results: list = []
+        for op in ops:
+            try:
+                res = pool.predict_learn([op[1]], [op[2]], [op[3]])[0]
+            except ValueError as exc:
+                rec = op[4]
+                if op[0] is _PREDICT:
+                    dl = DeadLetter(ReasonCode.PROCESSING_ERROR, f"the model refused the event: {exc}",
+                                    rec.value, self.cfg.input_topic, self.partition, rec.offset)
+                else:
+                    dl = DeadLetter(ReasonCode.PROCESSING_ERROR, f"the model refused the labelled event "
+                                    f"{op[5].id!r}: {exc}", rec.value, self.cfg.labels_topic, self.partition,
+                                    rec.offset)
+                self._dead(sink, dl, rec.key)
+                results.append(None if op[0] is _PREDICT else False)
+                continue
+            results.append(res if op[0] is _PREDICT else True)
+        return results
 
-    def _predict_one_by_one(self, model: Any, idx: list, accepted: list, xs: list, ys: list, sink: Sink) -> list:
+    def _run_by_kind(self, model: Any, ops: list, sink: Sink) -> list:
+        """Consecutive predictions in one ``predict_learn_many``, consecutive learning steps in
+        one ``learn_batch``; a refused batch is retried one step at a time."""
+        results: list = []
+        i, n = 0, len(ops)
+        while i < n:
+            kind = ops[i][0]
+            j = i
+            while j < n and ops[j][0] is kind:
+                j += 1
+            seg = ops[i:j]
+            xs, ys = [op[2] for op in seg], [op[3] for op in seg]
+            if kind is _PREDICT:
+                version = model.n_learned_
+                try:
+                    out = model.predict_learn_many(xs, ys)
+                except ValueError:
+                    out = self._predict_one_by_one(model, seg, sink)
+                for op, res in zip(seg, out):
+                    if res is None:
+                        results.append(None)
+                        continue
+                    results.append((res[0], res[1], version))
+                    if op[3] is not None:
+                        version += 1
+            else:
+                try:
+                    model.learn_batch(xs, ys)
+                    results.extend([True] * len(seg))
+                except ValueError:
+                    results.extend(self._learn_one_by_one(model, seg, sink))
+            i = j
+        return results
+
+    def _predict_one_by_one(self, model: Any, ops: list, sink: Sink) -> list:
         """Isolate the event(s) the model refuses (the batch call validates all first)."""
         out: list = []
-        for i, x, y in zip(idx, xs, ys):
+        for op in ops:
             try:
-                out.append(model.predict_learn_many([x], [y])[0])
+                out.append(model.predict_learn_many([op[2]], [op[3]])[0])
             except ValueError as exc:
-                rec = accepted[i][0]
+                rec = op[4]
                 self._dead(sink, DeadLetter(ReasonCode.PROCESSING_ERROR, f"the model refused the event: {exc}",
                                             rec.value, self.cfg.input_topic, self.partition, rec.offset), rec.key)
                 out.append(None)
         return out
 
-    def _emit(self, accepted: list, results: list, sink: Sink) -> None:
+    def _learn_one_by_one(self, model: Any, ops: list, sink: Sink) -> list:
+        out: list = []
+        for _, _, x, y, rec, pe, _ in ops:
+            try:
+                model.learn_one(x, y)
+            except ValueError as exc:
+                self._dead(sink, DeadLetter(ReasonCode.PROCESSING_ERROR, f"the model refused the labelled "
+                                            f"event {pe.id!r}: {exc}", rec.value, self.cfg.labels_topic,
+                                            self.partition, rec.offset), rec.key)
+                out.append(False)
+                continue
+            out.append(True)
+        return out
+
+    def _finish(self, ops: list, results: list, sink: Sink) -> None:
+        """Emit predictions and count, in record order (see :meth:`flush`)."""
         stats, pending = self.stats, self.pending
-        with_labels = self.cfg.labels_topic is not None
         now = time.time()
-        for (rec, ev, mkey), res in zip(accepted, results):
-            if res is None:
+        answered: dict[int, Any] = {}  # pending seq -> prediction, for labels joined in this flush
+        for op, res in zip(ops, results):
+            if op[0] is _LEARN:
+                if res:
+                    pe, y = op[5], op[3]
+                    stats.learned += 1
+                    stats.joined += 1
+                    stats.scored += 1
+                    stats.correct += _same_label(answered.get(pe.seq, pe.y_pred), y)
+                continue
+            _, _, _, y, rec, ev, seq = op
+            if res is None:  # refused by the model (dead-lettered): it does not wait for a label
+                self._forget_pending(ev.id, seq)
                 continue
             proba, expert, version = res
             y_pred = max(proba, key=proba.get) if proba else None
@@ -468,26 +597,30 @@ class PartitionOwner:
             except ValueError as exc:  # NaN probabilities: the model misbehaved on this event
                 self._dead(sink, DeadLetter(ReasonCode.PROCESSING_ERROR, f"prediction not encodable: {exc}",
                                             rec.value, self.cfg.input_topic, self.partition, rec.offset), rec.key)
+                self._forget_pending(ev.id, seq)
                 continue
             sink.prediction(self.partition, rec.key, value, latency)
             stats.predicted += 1
-            if ev.y is not None:
+            if y is not None:
                 stats.learned += 1
                 stats.scored += 1
-                stats.correct += _same_label(y_pred, ev.y)
-            elif with_labels:
-                for old, why in pending.add(ev.id, ev.x, key=ev.key if self.cfg.keyed else None, ts=ev.ts,
-                                            y_pred=y_pred, offset=rec.offset, event_time=rec.timestamp / 1000.0):
-                    self._dead_pending(sink, old, ReasonCode.PENDING_EVICTED, why)
+                stats.correct += _same_label(y_pred, y)
+            elif seq is not None:
+                answered[seq] = y_pred
+                pending.set_prediction(ev.id, seq, y_pred)
+
+    def _forget_pending(self, event_id: str, seq: Optional[int]) -> None:
+        pe = self.pending.get(event_id)
+        if seq is not None and pe is not None and pe.seq == seq:
+            self.pending.pop(event_id)
 
     # --- labels ----------------------------------------------------------------------------
-    def handle_labels(self, records: list, sink: Sink) -> int:
+    def handle_labels(self, records: list, sink: Sink, *, defer: bool = False) -> int:
         """Join delayed labels with their pending events and learn them, in order.
 
-        The joined events are learned in batches (:meth:`DriftMoE.learn_batch`, one compiled pass
-        per router window instead of one Python call per event): equal to learning them one by one,
-        because nothing else in this loop reads the models.  Each batch is learned before any
-        dead letter is emitted, so the sink sees everything in record order."""
+        The joined events are learned in batches by :meth:`flush` (at the end of this call, or,
+        with ``defer``, when the daemon flushes): equal to learning them one by one, because
+        nothing else in this loop reads the models."""
         cfg, stats, pending = self.cfg, self.stats, self.pending
         nxt = self.offsets.get(self.labels_key)
         consumed = 0
@@ -538,45 +671,15 @@ class PartitionOwner:
             stats.labels += consumed
             self.events_since_checkpoint += consumed
             self.offsets[self.labels_key] = nxt
+        if not defer:
+            self.flush(sink)
         return consumed
 
     def _learn_joined(self, joined: list, sink: Sink) -> None:
-        """Learn the joined events (and empty ``joined``): one ``learn_batch`` per model, in order;
-        a batch the model refuses is learned one by one, so only the bad events are dead-lettered."""
-        if not joined:
-            return
-        groups: dict = {}
-        if self.pool is not None:  # one call for every key, in record order
-            pool = self.pool
-            groups[None] = (lambda xs, ys, keys: pool.learn(keys, xs, ys), list(joined))
-        else:
-            for item in joined:
-                groups.setdefault(item[0], (None, []))[1].append(item)
+        """Queue the joined events' learning steps (and empty ``joined``) for :meth:`flush`."""
+        for mkey, pe, y, rec in joined:
+            self._ops.append((_LEARN, mkey, pe.x, y, rec, pe, pe.seq))
         joined.clear()
-        stats, cfg = self.stats, self.cfg
-        for mkey, (learn, items) in groups.items():
-            if learn is None:
-                model = self._model(mkey)
-                learn = (lambda m: lambda xs, ys, keys: m.learn_batch(xs, ys))(model)
-            try:
-                learn([pe.x for _, pe, _, _ in items], [y for _, _, y, _ in items], [k for k, _, _, _ in items])
-                ok = items
-            except ValueError:
-                ok = []
-                for item in items:
-                    key, pe, y, rec = item
-                    try:
-                        learn([pe.x], [y], [key])
-                    except ValueError as exc:
-                        self._dead(sink, DeadLetter(ReasonCode.PROCESSING_ERROR, f"the model refused the labelled "
-                                                    f"event {pe.id!r}: {exc}", rec.value, cfg.labels_topic,
-                                                    self.partition, rec.offset), rec.key)
-                        continue
-                    ok.append(item)
-            stats.learned += len(ok)
-            stats.joined += len(ok)
-            stats.scored += len(ok)
-            stats.correct += sum(_same_label(pe.y_pred, y) for _, pe, y, _ in ok)
 
     # --- dead letters ----------------------------------------------------------------------
     def _dead(self, sink: Sink, dl: DeadLetter, key: Optional[bytes]) -> None:
@@ -617,6 +720,7 @@ class PartitionOwner:
         loaded, and ``StoreUnavailableError`` when Redis is unreachable: then the changes stay
         pending and the next attempt sends them again, with whatever changed since (every
         write is idempotent, so it does not matter whether the failed one landed)."""
+        self.flush(sink)  # the daemon flushes before its producer barrier; this is a safety net
         parts: dict[str, bytes] = {}
         remove: list[str] = []
         written: dict[Optional[str], set[str]] = {}
