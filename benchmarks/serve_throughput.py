@@ -1,20 +1,22 @@
-"""End-to-end throughput and latency of ``streammoe serve`` on this machine.
+"""End-to-end throughput, scaling and start-up of ``streammoe serve`` on this machine.
 
-One ``serve`` process (a subprocess, as deployed), one partition, a 12-expert DriftMoE with
-the fastest engine available (``auto`` when this checkout has the numba engine, else
-``river``), inline labels, checkpoint every 10,000 events, Redis with AOF on, Tansu as the
-broker.  Four measurements, each alone on the machine:
+Default: the production shape (issue 11).  ``streammoe generate`` writes ``--n`` SEA events to 4
+input partitions with labels ``--delay`` events late on 4 labels partitions; then, all in one
+run, each figure a ratio to a baseline measured in the same run:
 
-1. **ceiling**: kafka-python consume + ``decode_event`` of the same backlog, no model;
-2. **model**: ``DriftMoE.predict_learn_many`` on the same events in batches, no Kafka;
-3. **throughput**: the daemon draining a backlog of ``--n`` events, sampled from its
-   ``/metrics`` every 50 ms; "sustained" excludes the first ``--warmup`` events (compilation);
-4. **latency**: a fresh daemon fed at a fixed rate (``--latency-rate``, default 25% and 50% of
-   the measured throughput) for ``--latency-seconds``; latency is the daemon's ``latency_ms``
-   field (event ``ts`` to prediction produced) read back from the predictions topic.  The
-   generator runs on the same cores as the daemon, the broker and Redis.
+1. ``generate`` records/s (the CLI as an operator runs it; with confluent-kafka too when installed);
+2. ceilings: kafka-python consume + decode of both topics, and produce of prediction-sized records;
+3. the embedded engine, ``DriftMoE().predict_learn_many`` on the same events (the baseline);
+4. one ``serve`` process draining the backlog (first prediction to last label learned), then two in
+   one consumer group (and both again with ``kafka.producer_client = "confluent-kafka"`` when
+   installed; and one process of another checkout with ``--baseline-repo``);
+5. warm start-up: launch to HTTP up, to partitions owned, to the first prediction (session timeout
+   6 s, then 2 s: the broker holds a new member's join for half of it).
 
-Run: ``python benchmarks/serve_throughput.py [--n 100000] [--out benchmarks/results/serve_throughput.md]``
+``--classic``: the earlier one-partition, inline-label runs (gzip variants and latency at fixed
+rates), results in ``serve_throughput_classic.md``.
+
+Run: ``python benchmarks/serve_throughput.py [--n 60000] [--out benchmarks/results/serve_throughput.md]``
 """
 from __future__ import annotations
 
@@ -129,11 +131,12 @@ class ServeProcess:
     """``python -m streammoe serve`` configured through STREAMMOE_* variables."""
 
     def __init__(self, name: str, bootstrap: str, redis_url: str, topics: dict, params: dict, every: int,
-                 workdir: Path, **extra_env: str):
+                 workdir: Path, tag: str = "", repo: Path = REPO, **extra_env: str):
         self.port = free_port()
+        self.launched = time.perf_counter()
         env = dict(os.environ)
         env.update({
-            "PYTHONPATH": os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]),
+            "PYTHONPATH": os.pathsep.join([str(repo), env.get("PYTHONPATH", "")]),
             "STREAMMOE_KAFKA__BOOTSTRAP_SERVERS": bootstrap, "STREAMMOE_KAFKA__GROUP_ID": name,
             "STREAMMOE_KAFKA__SESSION_TIMEOUT_MS": "6000", "STREAMMOE_KAFKA__HEARTBEAT_INTERVAL_MS": "1000",
             **{f"STREAMMOE_KAFKA__{k.upper()}": v for k, v in topics.items()},
@@ -143,8 +146,8 @@ class ServeProcess:
             "STREAMMOE_HTTP__PORT": str(self.port), "STREAMMOE_LOG_LEVEL": "WARNING",
         })
         env.update(extra_env)
-        self.log = open(workdir / f"serve-{name}.log", "wb")
-        self.proc = subprocess.Popen([sys.executable, "-m", "streammoe", "serve"], env=env, cwd=REPO,
+        self.log = open(workdir / f"serve-{name}{tag}.log", "wb")
+        self.proc = subprocess.Popen([sys.executable, "-m", "streammoe", "serve"], env=env, cwd=repo,
                                      stdout=self.log, stderr=subprocess.STDOUT)
 
     def counter(self, name: str) -> float:
@@ -193,18 +196,269 @@ def latencies(bootstrap: str, topic: str, skip: int, n: int) -> np.ndarray:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--n", type=int, default=100_000, help="backlog events for the throughput run")
-    ap.add_argument("--warmup", type=int, default=5_000, help="events excluded from 'sustained'")
+    ap.add_argument("--classic", action="store_true", help="the earlier one-partition inline-label runs "
+                    "(gzip variants and latency) instead of the production shape")
+    ap.add_argument("--n", type=int, default=None, help="backlog events (default 60,000; classic 100,000)")
+    ap.add_argument("--warmup", type=int, default=5_000, help="events excluded from 'sustained' (classic)")
     ap.add_argument("--experts", type=int, default=12)
     ap.add_argument("--engine", default=None, help="default: auto if the numba engine exists, else river")
     ap.add_argument("--checkpoint-events", type=int, default=10_000)
+    ap.add_argument("--partitions", type=int, default=4, help="partitions of the input and labels topics")
+    ap.add_argument("--delay", type=int, default=100, help="delayed labels: events between event and label")
     ap.add_argument("--latency-rate", type=float, default=None, help="events/s (default: see --latency-fractions)")
     ap.add_argument("--latency-fractions", default="0.25,0.5",
                     help="latency runs at these fractions of the default run's sustained throughput")
     ap.add_argument("--latency-seconds", type=float, default=20.0)
     ap.add_argument("--out", type=Path, default=None, help="write a markdown report here")
+    ap.add_argument("--baseline-repo", type=Path, default=None,
+                    help="another checkout (e.g. a worktree of main) whose `serve` is also measured, one process")
     args = ap.parse_args()
+    if args.n is None:
+        args.n = 100_000 if args.classic else 60_000
+    (classic if args.classic else shape)(args)
 
+
+# --- the production shape: 4 partitions, delayed labels, a backlog, one then two processes -----
+
+try:  # the optional faster producer client: measured too when it is installed
+    import confluent_kafka  # noqa: F401
+
+    FAST = {"STREAMMOE_KAFKA__PRODUCER_CLIENT": "confluent-kafka"}
+except ImportError:
+    FAST = {}
+
+def cli_generate(bootstrap: str, topic: str, labels_topic: str, n: int, partitions: int, delay: int,
+                 **extra_env: str) -> dict:
+    """``streammoe generate`` as an operator runs it; records/s from its own report (the send
+    loop) and from the wall clock of the whole command (interpreter start-up included)."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
+    env.update(extra_env)
+    t0 = time.perf_counter()
+    out = subprocess.run([sys.executable, "-m", "streammoe", "generate", "sea_a", "--n", str(n), "--seed", "1",
+                          "--bootstrap-servers", bootstrap, "--topic", topic, "--labels", "delayed",
+                          "--labels-topic", labels_topic, "--delay", str(delay), "--partitions", str(partitions)],
+                         capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
+    wall = time.perf_counter() - t0
+    if out.returncode != 0:
+        raise RuntimeError(f"generate failed: {out.stdout[-2000:]}{out.stderr[-2000:]}")
+    m = re.search(r"in ([0-9.]+) s", out.stdout)
+    loop = float(m.group(1)) if m else wall
+    return {"records": 2 * n, "loop_s": loop, "wall_s": wall, "rate": 2 * n / loop, "rate_wall": 2 * n / wall}
+
+
+def consume_ceiling(bootstrap: str, topics: list, partitions: int, n: int) -> float:
+    """Records/s of kafka-python fetching every partition of ``topics`` from the start and
+    decoding each record (no model, no producing)."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    from streammoe.service.schema import decode_label
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, max_poll_records=2000)
+    tps = [TopicPartition(t, p) for t in topics for p in range(partitions)]
+    consumer.assign(tps)
+    consumer.seek_to_beginning(*tps)
+    got, t0 = 0, None
+    try:
+        while got < n:
+            for tp, recs in consumer.poll(timeout_ms=500).items():
+                if t0 is None:
+                    t0 = time.perf_counter()
+                decode = decode_event if tp.topic == topics[0] else decode_label
+                for r in recs:
+                    decode(r.value)
+                got += len(recs)
+        return n / (time.perf_counter() - t0)
+    finally:
+        consumer.close()
+
+
+def drain_all(procs: list, n: int, timeout: float = 900.0, stall: float = 15.0) -> dict:
+    """Sample the processes' counters until ``n`` predictions and ``n`` labels learned (or no
+    progress for ``stall`` s); events/s from the first prediction to the last label learned."""
+    deadline = time.monotonic() + timeout
+    t_first = t_last = None
+    last = (-1.0, -1.0)
+    t_progress = time.monotonic()
+    while time.monotonic() < deadline:
+        pred = sum(max(0.0, p.counter("streammoe_predictions_total")) for p in procs)
+        learned = sum(max(0.0, p.counter("streammoe_learned_total")) for p in procs)
+        now = time.perf_counter()
+        if pred > 0 and t_first is None:
+            t_first = now
+        if (pred, learned) != last:
+            last, t_last, t_progress = (pred, learned), now, time.monotonic()
+        if pred >= n and learned >= n:
+            break
+        if t_first is not None and time.monotonic() - t_progress > stall:
+            break
+        time.sleep(0.05)
+    dead = sum(max(0.0, p.counter("streammoe_dead_letters_total")) for p in procs)
+    first_pred = (t_first - min(p.launched for p in procs)) if t_first else float("nan")
+    return {"predicted": last[0], "learned": last[1], "dead": dead, "seconds": (t_last - t_first) if t_first else 0.0,
+            "rate": last[0] / (t_last - t_first) if t_first and t_last > t_first else 0.0,
+            "first_prediction_s": first_pred}
+
+
+def startup(name: str, bootstrap: str, redis_url: str, topics: dict, params: dict, every: int, work: Path,
+            **extra_env: str) -> dict:
+    """Seconds from launching ``serve`` to: its HTTP endpoint answering, partitions owned, and
+    the first prediction (numba cache warm: the earlier runs compiled everything)."""
+    serve = ServeProcess(name, bootstrap, redis_url, topics, params, every, work, **extra_env)
+    marks: dict = {}
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and "first_prediction" not in marks:
+            owned = serve.counter("streammoe_owned_partitions")
+            now = time.perf_counter() - serve.launched
+            if owned >= 0:
+                marks.setdefault("http_up", now)
+            if owned >= 1:
+                marks.setdefault("partitions_owned", now)
+            if serve.counter("streammoe_predictions_total") > 0:
+                marks["first_prediction"] = now
+            time.sleep(0.02)
+    finally:
+        serve.stop()
+    return marks
+
+
+def shape(args) -> None:
+    engine = args.engine or pick_engine()
+    params = {"n_experts": args.experts, "engine": engine, "seed": 1}
+    n, parts = args.n, args.partitions
+    events = list(open_source("sea_a", n=n, seed=1))
+    work = Path(tempfile.mkdtemp(prefix="smoe-bench-"))
+    load_before = os.getloadavg()
+    print(f"engine {engine}, {n} events, {parts} partitions, labels {args.delay} events late, workdir {work}",
+          flush=True)
+    r: dict = {}
+    with TansuBroker(workdir=work) as broker, RedisServer(workdir=work, appendonly=True) as redis:
+        create_topics(broker.bootstrap, {"in": parts, "lab": parts, "pred": parts, "dlq": 1, "sink": 1,
+                                         "in-c": parts, "lab-c": parts, "pred-c": parts})
+        r["generate"] = cli_generate(broker.bootstrap, "in", "lab", n, parts, args.delay)
+        print(f"streammoe generate: {r['generate']['rate']:,.0f} records/s (send loop), "
+              f"{r['generate']['rate_wall']:,.0f} records/s (whole command)", flush=True)
+        if FAST:
+            r["generate_fast"] = cli_generate(broker.bootstrap, "in-c", "lab-c", n, parts, args.delay, **FAST)
+            print(f"streammoe generate, confluent-kafka: {r['generate_fast']['rate']:,.0f} records/s (send loop), "
+                  f"{r['generate_fast']['rate_wall']:,.0f} records/s (whole command)", flush=True)
+        r["consume"] = consume_ceiling(broker.bootstrap, ["in", "lab"], parts, 2 * n)
+        print(f"kafka-python consume + decode: {r['consume']:,.0f} records/s", flush=True)
+        r["produce"] = produce_ceiling(broker.bootstrap, "sink", n)
+        print(f"kafka-python produce of predictions: {r['produce']:,.0f} records/s", flush=True)
+        r["engine"] = model_rate(events, params, min(2000, n // 10))
+        print(f"embedded engine, DriftMoE().predict_learn_many: {r['engine']:,.0f} events/s", flush=True)
+        topics = {"input_topic": "in", "labels_topic": "lab", "predictions_topic": "pred", "deadletter_topic": "dlq"}
+        runs = [("one", 1, {}), ("two", 2, {})] + ([("one_fast", 1, FAST), ("two_fast", 2, FAST)] if FAST else [])
+        if args.baseline_repo:
+            runs.insert(0, ("one_base", 1, {}))
+        for label, count, env in runs:
+            repo = args.baseline_repo if label == "one_base" else REPO
+            procs = [ServeProcess(f"bench-{label}", broker.bootstrap, redis.url,
+                                  dict(topics, predictions_topic="pred-c") if env else topics, params,
+                                  args.checkpoint_events, work, tag=f"-{i}", repo=repo, **env) for i in range(count)]
+            try:
+                r[label] = drain_all(procs, n)
+            finally:
+                r[label]["exit"] = [p.stop() for p in procs]
+            d = r[label]
+            print(f"serve x{count}{' (confluent-kafka producer)' if env else ''}: {d['rate']:,.0f} events/s "
+                  f"({d['predicted']:,.0f} predicted, {d['learned']:,.0f} "
+                  f"learned, {d['dead']:,.0f} dead letters, {d['seconds']:.1f} s), first prediction "
+                  f"{d['first_prediction_s']:.2f} s after launch", flush=True)
+        r["startup"] = startup("bench-start", broker.bootstrap, redis.url, topics, params, args.checkpoint_events,
+                               work)
+        r["startup_short"] = startup("bench-start-short", broker.bootstrap, redis.url, topics, params,
+                                     args.checkpoint_events, work, STREAMMOE_KAFKA__SESSION_TIMEOUT_MS="2000",
+                                     STREAMMOE_KAFKA__HEARTBEAT_INTERVAL_MS="500")
+        print(f"warm start-up (session 6 s): {r['startup']}; (session 2 s): {r['startup_short']}", flush=True)
+    shutil.rmtree(work, ignore_errors=True)
+    r["load"] = (load_before, os.getloadavg())
+    report = render_shape(args, engine, r)
+    print(report)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(report)
+
+
+def render_shape(args, engine: str, r: dict) -> str:
+    import kafka
+
+    one, two, eng = r["one"], r["two"], r["engine"]
+    cpu = platform.processor()
+    if os.path.exists("/proc/cpuinfo"):
+        cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), cpu)
+    (b1, b5, b15), (a1, a5, a15) = r["load"]
+    st, ss = r["startup"], r["startup_short"]
+    g, nan = r["generate"], float("nan")
+
+    def row(*cells: str) -> str:
+        return "| " + " | ".join(cells) + " |"
+
+    def boot(m: dict) -> str:
+        return (f"partitions owned at {m.get('partitions_owned', nan):.2f} s, "
+                f"HTTP up at {m.get('http_up', nan):.2f} s")
+
+    rows = [
+        row("embedded engine, `DriftMoE().predict_learn_many` on the same events (batches of 2,000, 1 BLAS thread)",
+            f"{eng:,.0f} events/s", "1.00", "baseline"),
+        row("one `serve` process draining the backlog (first prediction to last label learned)",
+            f"{one['rate']:,.0f} events/s", f"{one['rate'] / eng:.2f} of the engine", ">= 0.50"),
+        row("two `serve` processes in one consumer group", f"{two['rate']:,.0f} events/s",
+            f"{two['rate'] / one['rate']:.2f} x one process", ">= 1.5"),
+        row("warm start-up, launch to first prediction (`kafka.session_timeout_ms` 6,000)",
+            f"{st.get('first_prediction', nan):.2f} s", boot(st), "<= 2 s"),
+        row("warm start-up, `kafka.session_timeout_ms` 2,000", f"{ss.get('first_prediction', nan):.2f} s",
+            boot(ss), "<= 2 s"),
+        row(f"`streammoe generate` ({g['records']:,} records: events + labels), send loop",
+            f"{g['rate']:,.0f} records/s", f"whole command {g['rate_wall']:,.0f} records/s ({g['wall_s']:.1f} s)",
+            ">= 30,000"),
+    ]
+    if "one_base" in r:
+        b = r["one_base"]
+        rows.append(row("one `serve` process of the baseline checkout (`--baseline-repo`)",
+                        f"{b['rate']:,.0f} events/s",
+                        f"{b['rate'] / eng:.2f} of the engine; this branch {one['rate'] / b['rate']:.2f} x it", ""))
+    if "one_fast" in r:
+        o, t, gf = r["one_fast"], r["two_fast"], r["generate_fast"]
+        rows += [
+            row('one `serve` process, `kafka.producer_client = "confluent-kafka"` (optional)',
+                f"{o['rate']:,.0f} events/s", f"{o['rate'] / eng:.2f} of the engine", ">= 0.50"),
+            row("two `serve` processes, confluent-kafka producer", f"{t['rate']:,.0f} events/s",
+                f"{t['rate'] / o['rate']:.2f} x one process", ">= 1.5"),
+            row("`streammoe generate`, confluent-kafka producer, send loop", f"{gf['rate']:,.0f} records/s",
+                f"whole command {gf['rate_wall']:,.0f} records/s ({gf['wall_s']:.1f} s)", ">= 30,000"),
+        ]
+    rows += [
+        row("kafka-python consume + decode of both topics, no model (ceiling)", f"{r['consume']:,.0f} records/s",
+            f"{r['consume'] / 2 / eng:.2f} of the engine (2 records per event)", ""),
+        row("kafka-python produce of prediction-sized records (ceiling)", f"{r['produce']:,.0f} records/s",
+            f"{r['produce'] / eng:.2f} of the engine", ""),
+    ]
+    table = "\n".join(rows)
+    return f"""# `streammoe serve` at production shape: throughput, scaling, start-up
+
+Command: `python benchmarks/serve_throughput.py --n {args.n}` ({time.strftime('%Y-%m-%d %H:%M')}).
+Machine: {os.cpu_count()} CPU cores ({cpu}), shared; load average {b1:.1f} / {b5:.1f} / {b15:.1f} (1/5/15 min)
+before the run, {a1:.1f} / {a5:.1f} / {a15:.1f} after.  kafka-python {kafka.__version__}, Tansu broker
+(in-memory), redis-server with AOF.  Stream: SEA (`sea_a`, seed 1), {args.n:,} events written by
+`streammoe generate --labels delayed --delay {args.delay} --partitions {args.partitions}`: {args.partitions} input
+and {args.partitions} labels partitions, every label {args.delay} events after its event.  Model: DriftMoE,
+{args.experts} experts, engine `{engine}`, checkpoint every {args.checkpoint_events:,} records.  Every figure below
+was measured in this one run.
+
+| measurement | figure | ratio | target |
+|---|---:|---:|---|
+{table}
+
+Correctness in the same runs: one process predicted {one['predicted']:,.0f} and learned {one['learned']:,.0f} of
+{args.n:,} ({one['dead']:,.0f} dead letters); two processes predicted {two['predicted']:,.0f} and learned
+{two['learned']:,.0f} ({two['dead']:,.0f} dead letters).  Exit codes {one['exit']} / {two['exit']}.
+"""
+
+
+def classic(args) -> None:
     engine = args.engine or pick_engine()
     params = {"n_experts": args.experts, "engine": engine, "seed": 1}
     events = list(open_source("sea_a", n=args.n, seed=1))
@@ -273,6 +527,8 @@ def main() -> None:
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(report)
+
+
 
 
 def render(args, engine, ceil, sink, model, runs, latency_rows) -> str:

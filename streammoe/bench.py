@@ -44,12 +44,21 @@ class Row:
     extra: dict = field(default_factory=dict)
 
 
+def _one_by_one(model: Any) -> Any:
+    """``model`` as river's own loops call it: without its batch call, the evaluation runner calls
+    ``predict_one`` / ``learn_one`` once per event (DriftMoE's compiled per-event path)."""
+    model.predict_learn_many = None
+    return model
+
+
 #: the rows of ``streammoe bench``: name -> factory(seed), every model built from :mod:`streammoe.presets`
 BENCH_MODELS: dict[str, Callable[[int], Any]] = {
     "DriftMoE numba": lambda seed: presets.make_model("driftmoe", seed=seed, engine="numba"),
     "DriftMoE river": lambda seed: presets.make_model("driftmoe", seed=seed, engine="river"),
     "river ARF (10 trees)": presets.BASELINES["ARF"],
     "river HoeffdingTree": presets.BASELINES["HoeffdingTree"],
+    "DriftMoE numba (per event)":
+        lambda seed: _one_by_one(presets.make_model("driftmoe", seed=seed, engine="numba")),
 }
 
 

@@ -159,6 +159,7 @@ class FeatureSpace:
         self.index: dict = {}
         self.sums = np.zeros(0)
         self.counts = np.zeros(0)
+        self._getter, self._getter_n = None, -1
         self.max_categories = int(max_categories)
         #: per column: whether it is categorical
         self.nominal: list[bool] = []
@@ -285,6 +286,46 @@ class FeatureSpace:
                     if isinstance(value, str):
                         self.check({k: value})
                     v[j] = check_value(k, value)
+        return v
+
+    def plain_row(self, x: Any) -> np.ndarray | None:
+        """``x``'s values in column order when ``x`` is a plain ``dict`` holding exactly the known
+        features with ``float``/``int`` values, else ``None`` (the caller then checks ``x`` value
+        by value).  Why: the per-event path converts one dict per call, and this is the
+        conversion without a Python step per feature beyond a type test.  The values are not
+        range-checked here: the compiled step refuses NaN, inf and magnitudes beyond
+        ``MAX_FEATURE`` before it changes anything."""
+        names = self.names
+        d = len(names)
+        if type(x) is not dict or len(x) != d or d == 0:
+            return None
+        if self._getter_n != d:  # names only ever grow: their count identifies the getter
+            self._getter, self._getter_n = itemgetter(*names), d
+        try:
+            values = self._getter(x)
+        except KeyError:
+            return None
+        if d == 1:
+            values = (values,)
+        for v in values:
+            t = type(v)
+            if t is not float and t is not int:
+                return None
+        try:
+            return np.array(values, dtype=np.float64)
+        except OverflowError:  # an int beyond the float range: check_value names it
+            return None
+
+    def row(self, x: Mapping) -> np.ndarray:
+        """Known numeric features of ``x`` in column order (checked, as floats), NaN where
+        missing; features not known are ignored.  (For models without categorical features: the
+        compiled per-event path's input.)"""
+        v = np.full(len(self.names), np.nan)
+        index = self.index
+        for k, value in x.items():
+            j = index.get(k)
+            if j is not None:
+                v[j] = check_value(k, value)
         return v
 
     def matrix(self, xs: list) -> np.ndarray:

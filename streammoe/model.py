@@ -15,6 +15,7 @@ import numpy as np
 from river import base
 
 from . import __version__
+from .event_path import EventPath
 from .features import (
     MAX_CATEGORIES,
     FeatureSpace,
@@ -25,7 +26,7 @@ from .features import (
     plain_matrix,
 )
 from .pools import ArrayTreePool, ExpertPool, make_pool, pool_from_parts
-from .routers.mlp import MLPRouter, softmax
+from .routers.mlp import PAIRWISE_MAX, MLPRouter, softmax
 from .state.codec import pack_arrays, pack_json, unpack_arrays, unpack_json
 from .state.file import as_store
 
@@ -40,36 +41,56 @@ def _top_k(w: np.ndarray, k: int) -> np.ndarray:
 
 
 class _WindowBuffer:
-    """Learned events waiting for the router's next step: feature rows and target masks, kept as
-    blocks (one per event on the per-event path, one per segment on the windowed path)."""
+    """Learned events waiting for the router's next step: feature rows ``X[:n]`` and target
+    masks ``M[:n]``, in arrays that grow by doubling (the compiled per-event step writes row
+    ``n`` in place; the windowed path adds whole segments)."""
 
     def __init__(self):
-        self.x: list[np.ndarray] = []
-        self.m: list[np.ndarray] = []
+        self.X = np.zeros((0, 0))
+        self.M = np.zeros((0, 0))
         self.n = 0
 
+    def reserve(self, d: int, E: int, rows: int = 1) -> None:
+        """Room for ``rows`` more events of ``d`` features and ``E`` experts."""
+        X, M = self.X, self.M
+        if self.n + rows <= X.shape[0] and X.shape[1] == d and M.shape[1] == E:
+            return
+        if self.X.shape[1] != d or self.M.shape[1] != E:
+            if self.n:
+                raise ValueError(f"window rows have {self.X.shape[1]} features and {self.M.shape[1]} experts, "
+                                 f"not {d} and {E}")
+            self.X, self.M = np.zeros((len(self.X), d)), np.zeros((len(self.M), E))
+        need = self.n + rows
+        if need > len(self.X):
+            cap = max(need, 2 * len(self.X), 16)
+            X, M = np.zeros((cap, d)), np.zeros((cap, E))
+            X[:self.n], M[:self.n] = self.X[:self.n], self.M[:self.n]
+            self.X, self.M = X, M
+
     def add(self, X: np.ndarray, M: np.ndarray) -> None:
-        self.x.append(X)
-        self.m.append(M)
-        self.n += X.shape[0]
+        n = X.shape[0]
+        self.reserve(X.shape[1], M.shape[1], n)
+        self.X[self.n:self.n + n] = X
+        self.M[self.n:self.n + n] = M
+        self.n += n
 
     def add_features(self, k: int) -> None:
         """New features were 0 (missing, no running mean yet) for the buffered events."""
-        self.x = [np.pad(b, ((0, 0), (0, k))) for b in self.x]
+        self.X = np.pad(self.X, ((0, 0), (0, k)))
 
     def add_expert(self) -> None:
-        self.m = [np.pad(b, ((0, 0), (0, 1))) for b in self.m]
+        self.M = np.pad(self.M, ((0, 0), (0, 1)))
 
     def remove_expert(self, e: int) -> None:
-        self.m = [np.delete(b, e, axis=1) for b in self.m]
+        self.M = np.delete(self.M, e, axis=1)
 
     def arrays(self, d: int, E: int) -> tuple[np.ndarray, np.ndarray]:
-        if not self.x:
+        if not self.n:
             return np.zeros((0, d)), np.zeros((0, E))
-        return np.concatenate(self.x), np.concatenate(self.m)
+        return self.X[:self.n], self.M[:self.n]
 
     def clear(self) -> None:
-        self.x, self.m, self.n = [], [], 0
+        self.n = 0
 
 
 class DriftMoE(base.MiniBatchClassifier):
@@ -209,6 +230,7 @@ class DriftMoE(base.MiniBatchClassifier):
         self.last_expert: int | None = None
         self.drift_log: list[dict] = []
         self._policy = None
+        self._event_path: EventPath | None = None
         if self.adaptive is not None:
             from .adaptive import make_policy
 
@@ -312,7 +334,61 @@ class DriftMoE(base.MiniBatchClassifier):
         s = p.sum()
         return (p / s if s > 0 else self._prior()), top1
 
+    # -- the compiled per-event path ---------------------------------------------------
+    def _compiled_path(self) -> EventPath | None:
+        """The compiled per-event step (one kernel call per ``predict_one`` / ``learn_one``) when it
+        applies: array trees (``engine='numba'``), no drift policy, no frozen expert, at most
+        ``PAIRWISE_MAX`` (128) experts, one router input per feature.  Other configurations
+        (adaptive, neural, heterogeneous pools) keep the Python per-event path."""
+        if self._router.n_inputs != len(self._features.names):
+            # the kernel feeds the feature vector itself to the router: an encoded input (e.g. a
+            # one-hot block per categorical feature) is the Python path's job
+            return None
+        path = self._event_path
+        if path is not None and path.pool is self._pool:
+            flags = path.pool.frozen_flags
+            return None if True in flags or len(flags) > PAIRWISE_MAX else path
+        pool = self._pool
+        if self._policy is not None or type(pool) is not ArrayTreePool or True in pool.frozen_flags \
+                or pool.n > PAIRWISE_MAX:
+            return None
+        from .routers.numpy_exp import exp_loop_address
+
+        fn = exp_loop_address()
+        if not fn:  # NumPy's exp loop not reachable: its results could not be reproduced
+            return None
+        self._event_path = EventPath(self, fn)
+        return self._event_path
+
+    def _compiled_answer(self, x: Any) -> tuple[EventPath, int] | None:
+        """Run the compiled prediction for ``x``: ``(path, argmax class)`` with the probabilities in
+        ``path.proba``, or ``None`` when the Python path must answer (no compiled path, no class yet).
+        Raises ``ValueError`` for an invalid ``x`` (the Python checks name the feature)."""
+        path = self._compiled_path()
+        if path is None or not self._labels.classes:
+            return None
+        row = self._features.plain_row(x)
+        got = None if row is None else path.predict(self, row, strict=True)
+        if got is None:  # missing, unknown or non-float features, or an invalid value
+            check_features(x)
+            self._features.check(x)
+            got = path.predict(self, self._features.row(x), strict=False)
+        self.last_expert, arg = got
+        return path, arg
+
+    def _known_class(self, y: Any) -> int | None:
+        """Class index of ``y`` when it is a plain label already known with its type, else ``None``."""
+        t = type(y)
+        if t is int or t is str or t is bool:
+            i = self._labels.index.get(y)
+            if i is not None and type(self._labels.classes[i]) is t:
+                return i
+        return None
+
     def predict_proba_one(self, x: dict) -> dict:
+        compiled = self._compiled_answer(x)
+        if compiled is not None:
+            return dict(zip(self._labels.classes, compiled[0].proba.tolist()))
         check_features(x)
         self._features.check(x)
         if not self._labels.classes:
@@ -322,12 +398,22 @@ class DriftMoE(base.MiniBatchClassifier):
         return dict(zip(self._labels.classes, p.tolist()))
 
     def predict_one(self, x: dict, **kwargs) -> Any:
+        compiled = self._compiled_answer(x)
+        if compiled is not None:  # the first class of highest probability, as max() over the dict gives
+            return self._labels.classes[compiled[1]]
         proba = self.predict_proba_one(x)
         if not proba:
             return None
         return max(proba, key=proba.get)
 
     def learn_one(self, x: dict, y: Any) -> None:
+        path = self._compiled_path()
+        if path is not None:  # the common case: known features and class, one kernel call
+            yi = self._known_class(y)
+            if yi is not None:
+                row = self._features.plain_row(x)
+                if row is not None and path.learn(self, row, yi, strict=True):
+                    return
         check_features(x)
         self._features.check(x)
         y = normalise_label(y)
@@ -344,6 +430,10 @@ class DriftMoE(base.MiniBatchClassifier):
             self._class_counts = np.append(self._class_counts, 0.0)
             if self.mode == "task":
                 self._grow_expert()
+        path = self._compiled_path()  # growth may have changed whether it applies
+        if path is not None:  # growth is done: the rest is the compiled step
+            path.learn(self, fs.row(x), yi, strict=False)
+            return
         xv = fs.vector(x, learn=True)
         fs.observe(x, xv)
         self._class_counts[yi] += 1.0
@@ -458,7 +548,7 @@ class DriftMoE(base.MiniBatchClassifier):
             raise ValueError(f"{len(xs)} events but {len(ys)} labels")
         if any(y is None for y in ys):
             raise ValueError("learn_batch needs a label for every event")
-        if self.mode == "data" and self._policy is None and self._pool.windowed():
+        if self.predict_is_pure:
             last = self.last_expert
             self.predict_learn_many(xs, ys, proba=False)
             self.last_expert = last
@@ -472,6 +562,14 @@ class DriftMoE(base.MiniBatchClassifier):
                 raise ValueError(f"event {i}: {exc}") from None
         for x, y in zip(xs, ys):
             self.learn_one(x, y)
+
+    @property
+    def predict_is_pure(self) -> bool:
+        """Whether predicting changes no state but :attr:`last_expert` (the compiled windowed
+        path: data mode, no drift policy, a windowed pool).  Then learning a labelled event
+        equals predicting it and learning it, so delayed labels and new events can share one
+        :meth:`predict_learn_many` call (what :meth:`learn_batch` and the daemon do)."""
+        return self.mode == "data" and self._policy is None and self._pool.windowed()
 
     def predict_learn_many(self, xs: list, ys: list, *, proba: bool = True) -> list[tuple[Any, int | None]]:
         """Prequential over a batch, in order: predict each event, then learn it if its label is not None.
@@ -512,7 +610,8 @@ class DriftMoE(base.MiniBatchClassifier):
             if grows[i] or not self._labels.classes:
                 out.append(self._predict_learn_one(xs[i], labels[i], proba))  # growth: the exact per-event path
                 i += 1
-                grows[i:] = self._growth_flags(xs[i:], labels[i:], R is not None)
+                if labels[i - 1] is not None:  # only learning adds features or classes
+                    grows[i:] = self._growth_flags(xs[i:], labels[i:], R is not None)
                 continue
             room = self.window - self._window.n  # labelled events until the router's next step
             if all_labelled and not any(grows[i:i + room]):  # the common case, without a loop per event

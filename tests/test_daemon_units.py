@@ -224,6 +224,59 @@ def test_inline_labels_equal_the_offline_model_whatever_the_batches():
     assert o.offsets == {"in:0": 400} and o.stats.learned == 400 and o.stats.scored == 400
 
 
+def test_deferred_model_work_equals_run_by_run_and_the_offline_model():
+    """The daemon queues a partition's model work and runs it once per polled batch
+    (``defer=True`` + ``flush``), predictions and delayed-label learning in one call.  Whatever
+    the batch boundaries, predictions, counters and state equal processing run by run, and the
+    offline model fed the same (event, label) sequence: predict each event, learn each label
+    when it comes."""
+    data, delay = sea(1200, seed=5), 25
+    events = [rec("in", i, 1_000_000 + i, event_bytes(i, x)) for i, (x, _) in enumerate(data)]
+    labels = [rec("lab", j, 1_000_000 + j + delay, json.dumps({"id": f"e-{j}", "y": y}).encode())
+              for j, (_, y) in enumerate(data)]
+    runs, li = [], 0  # aligned runs: events in chunks, then the labels stamped up to their time
+    rng = random.Random(1)
+    i = 0
+    while i < len(events):
+        n = rng.randint(1, 7)
+        runs.append(("e", events[i:i + n]))
+        i += n
+        upto = events[min(i, len(events)) - 1].timestamp
+        k = li
+        while k < len(labels) and labels[k].timestamp <= upto:
+            k += 1
+        if k > li:
+            runs.append(("l", labels[li:k]))
+            li = k
+    runs.append(("l", labels[li:]))
+    outcomes = []
+    for defer in (False, True):
+        o, sink = owner("lab"), make_sink()
+        for kind, recs in runs:
+            (o.handle_events if kind == "e" else o.handle_labels)(recs, sink, defer=defer)
+            if defer and o.deferred >= rng.randint(50, 400):
+                o.flush(sink)
+        o.flush(sink)
+        preds = [{k: v for k, v in p.items() if k != "latency_ms"} for p in sink.predictions]
+        outcomes.append((preds, o.stats.to_json(), state_digest(o.models[None].state_parts()), sink.letters))
+    assert outcomes[0] == outcomes[1]
+    preds, stats, digest, letters = outcomes[0]
+    assert not letters and stats["predicted"] == stats["learned"] == stats["joined"] == 1200
+    offline, expected = DriftMoE(**PARAMS), []
+    for kind, recs in runs:
+        for r in recs:
+            body = json.loads(r.value)
+            if kind == "e":
+                expected.append((offline.predict_proba_one(body["x"]), offline.last_expert))
+            else:
+                offline.learn_one(data[int(body["id"][2:])][0], body["y"])
+    assert digest == state_digest(offline.state_parts())
+    assert [(p["proba"], p["expert"]) for p in preds] == [({str(k): v for k, v in pr.items()}, e)
+                                                          for pr, e in expected]
+    answers = [max(pr, key=pr.get) if pr else None for pr, _ in expected]
+    assert stats["correct"] == sum(a == y for a, (_, y) in zip(answers, data)) > 600
+
+
 def test_delayed_labels_are_learned_once_and_late_ones_time_out():
     data = sea(60)
     o, sink = owner("lab", pending_ttl_s=5.0), make_sink()

@@ -107,3 +107,37 @@ def test_cli_generate_creates_topics_and_sends_a_built_in_stream(kafka_broker):
         probe.close()
     assert described == {name: 2 for name in names.values()}  # --partitions for every topic
     assert len(read_topic(kafka_broker, names["lab"], 50)) == 50
+
+
+def test_the_confluent_producer_writes_the_same_records_as_kafka_python(kafka_broker, topic_factory, producer):
+    """``kafka.producer_client = "confluent-kafka"`` (the optional faster client) is a drop-in:
+    same values, keys, partitions and timestamps."""
+    pytest.importorskip("confluent_kafka")
+    from streammoe.service.producers import make_producer
+
+    fast = make_producer({"bootstrap_servers": [kafka_broker], "linger_ms": 2, "acks": "all",
+                          "enable_idempotence": True}, "confluent-kafka")
+    assert fast.partitions_for(topic_factory(3, "genfast-probe")) == {0, 1, 2}
+    got = {}
+    for name, p in (("kafka-python", producer), ("confluent-kafka", fast)):
+        topic, labels = topic_factory(3, "genc"), topic_factory(3, "genclab")
+        generate(stream(40), p, topic, partitions=3, labels="delayed", labels_topic=labels, delay=4, keys=5,
+                 ts_start=100.0, ts_step=0.5)
+        got[name] = [sorted((r.partition, r.offset, r.key, r.value, r.timestamp)
+                            for r in read_topic(kafka_broker, t, 40)) for t in (topic, labels)]
+    fast.close()
+    assert fast.take_errors() == (0, None)
+    assert got["kafka-python"] == got["confluent-kafka"] and len(got["kafka-python"][0]) == 40
+
+
+def test_producer_options_translate_to_librdkafka_or_are_refused():
+    from streammoe.service.producers import confluent_config, make_producer
+
+    conf = confluent_config({"bootstrap_servers": ["a:1", "b:2"], "acks": -1, "linger_ms": 5,
+                             "ssl_check_hostname": False, "sasl_plain_password": None, "max_request_size": 2048})
+    assert conf == {"bootstrap.servers": "a:1,b:2", "acks": "-1", "linger.ms": 5,
+                    "ssl.endpoint.identification.algorithm": "none", "message.max.bytes": 2048}
+    with pytest.raises(ValueError, match="retries"):
+        confluent_config({"retries": 3})
+    with pytest.raises(ValueError, match="unknown Kafka producer client"):
+        make_producer({}, "nope")

@@ -269,3 +269,50 @@ def test_dead_letters_through_the_real_broker(kafka_broker, topic_factory):
     assert [m["offset"] for m in metas] == [0, 1, 2]
     assert [r.value for r in records] == [b"not json", b'{"id":"e1","x":{"a":NaN}}', b""]
     assert all(dict(r.headers)[HEADER_REASON] for r in records)
+
+
+# --- the orjson fast path equals the pydantic validators ----------------------------------
+_json_scalars = st.one_of(st.none(), st.booleans(), st.integers(-2**70, 2**70),
+                          st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=5))
+_anything = st.dictionaries(st.sampled_from(["id", "x", "y", "ts", "key", "label"]),
+                            st.one_of(_json_scalars, st.dictionaries(st.text(max_size=3), _json_scalars, max_size=3)),
+                            max_size=6)
+_plausible = st.fixed_dictionaries(
+    {"id": st.text(min_size=0, max_size=5), "y": _json_scalars},
+    optional={"x": st.dictionaries(st.text(max_size=3), st.one_of(st.floats(allow_nan=False, allow_infinity=False),
+                                                                  st.integers(-2**70, 2**70)), max_size=4),
+              "ts": st.one_of(st.floats(allow_nan=False, allow_infinity=False), st.integers(-2**70, 2**70)),
+              "key": st.one_of(st.none(), st.text(max_size=3)), "label": st.integers()})
+
+
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.one_of(_anything, _plausible), st.booleans())
+def test_the_fast_decoders_give_exactly_what_the_full_path_gives(body, extra):
+    """Every message decodes to the same Event / LabelMessage (fields set included) or the same
+    dead letter with the orjson fast path as with the pydantic path alone."""
+    from streammoe.service import schema
+
+    limits = DecodeLimits(allow_extra_fields=extra, max_id_chars=4, max_name_chars=2, max_label_chars=3)
+    raw = json.dumps(body).encode()
+    fast = [decode_event(raw, limits), decode_label(raw, limits)]
+    saved = schema._fast_event, schema._fast_label_message
+    schema._fast_event = schema._fast_label_message = lambda data, limits: None
+    try:
+        full = [decode_event(raw, limits), decode_label(raw, limits)]
+    finally:
+        schema._fast_event, schema._fast_label_message = saved
+    for got, want in zip(fast, full):
+        assert type(got) is type(want)
+        if isinstance(want, DeadLetter):
+            assert got == want
+        else:
+            assert got == want and got.model_fields_set == want.model_fields_set
+
+
+def test_the_fast_decoders_take_plain_messages():
+    """The fast path is used for the messages the daemon sees all day (else it buys nothing)."""
+    from streammoe.service.schema import _fast_event, _fast_label_message
+
+    limits = DecodeLimits()
+    assert _fast_event(b'{"id":"e-1","x":{"x0":0.5,"x1":2},"ts":1700000000.25}', limits) is not None
+    assert _fast_label_message(b'{"id":"e-1","y":1}', limits) is not None

@@ -20,7 +20,8 @@ def bench(
                                               "0 = same as --n."),
     seed: int = typer.Option(42, help="Seed of streams and models."),
     models: Optional[str] = typer.Option(None, help="Comma-separated subset of: 'DriftMoE numba', 'DriftMoE "
-                                                    "river', 'river ARF (10 trees)', 'river HoeffdingTree'."),
+                                                    "river', 'river ARF (10 trees)', 'river HoeffdingTree', "
+                                                    "'DriftMoE numba (per event)'."),
     keys: int = typer.Option(1000, help="Keys for the keyed-pool throughput row (0 = skip)."),
     keyed_events: int = typer.Option(200, "--keyed-events", min=64, help="Events per key in the keyed row."),
     out: Path = typer.Option(Path("benchmarks/results"), help="Folder for bench.json and bench.md."),

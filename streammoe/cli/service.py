@@ -217,14 +217,15 @@ def generate(
 
     src = open_source(source, n, seed, target)
 
-    from kafka import KafkaProducer
-
     from ..service.generate import generate as run_generate
+    from ..service.producers import make_producer
 
     try:
         if create_topics:
             _create_topics(settings, partitions or 1)
-        producer = KafkaProducer(**k.producer_kwargs())
+        # big batches: generate writes as fast as it can (kafka-python's 16 KiB default means a
+        # request every ~200 records)
+        producer = make_producer(k.producer_kwargs(batch_size=1024 * 1024), k.producer_client)
     except Exception as exc:
         raise fail(f"cannot connect to Kafka at {k.bootstrap_servers}: {type(exc).__name__}: {exc}", RUNTIME_ERROR)
     try:

@@ -14,7 +14,9 @@ import numpy as np
 from numba import njit
 from threadpoolctl import ThreadpoolController
 
+from ..experts.fast_tree import kernel
 from ..state.codec import pack_arrays, unpack_arrays
+from .numpy_exp import numpy_exp
 
 _LAYERS = ("W1", "b1", "W2", "b2", "W3", "b3")
 
@@ -84,41 +86,99 @@ def _accumulate(acc, WT, h, idx, count):  # pragma: no cover - compiled
         t += 1
 
 
-@njit(cache=True, nogil=True)
-def _forward(W1T, b1, W2T, b2, W3T, b3, X, out):  # pragma: no cover - compiled
-    """Evaluation-mode logits in a fixed order of operations, one row at a time.
+@kernel(inline=True)
+def forward_row(W1T, b1, W2T, b2, W3T, b3, x, o, h1, h2, idx1, idx2):  # pragma: no cover - compiled
+    """Evaluation-mode logits ``o`` of one float32 row ``x`` in a fixed order of operations.
 
     Each unit starts at its bias and adds ``w * x`` over its inputs in input order, skipping the
     inputs that are zero (adding ``w * 0`` changes nothing); the loops run over outputs innermost,
     so they vectorise without reassociating any sum (no FMA, no reordering).  A row's logits
     therefore never depend on how many rows are in the batch — unlike BLAS, whose kernels change
     with the matrix size — so a window computed at once equals the same events one by one, bit
-    for bit.  The active hidden units are listed first (:func:`_active`), so the skipping costs
-    no unpredictable branch.
+    for bit, and equals the compiled per-event step, which calls this directly.  The active
+    hidden units are listed first (:func:`_active`), so the skipping costs no unpredictable
+    branch.  ``h1``, ``h2``, ``idx1``, ``idx2``: scratch of the hidden layers' widths.
     """
-    n, d = X.shape
     h1n, h2n, E = b1.shape[0], b2.shape[0], b3.shape[0]
-    h1 = np.empty(h1n, dtype=b1.dtype)
-    h2 = np.empty(h2n, dtype=b2.dtype)
-    idx1 = np.empty(h1n, dtype=np.int64)
-    idx2 = np.empty(h2n, dtype=np.int64)
-    for i in range(n):
-        x = X[i]
-        for j in range(h1n):
-            h1[j] = b1[j]
-        for k in range(d):
-            a = x[k]
-            if a != 0.0:
-                w = W1T[k]
-                for j in range(h1n):
-                    h1[j] += w[j] * a
-        for j in range(h2n):
-            h2[j] = b2[j]
-        _accumulate(h2, W2T, h1, idx1, _active(h1, idx1))
-        o = out[i]
-        for e in range(E):
-            o[e] = b3[e]
-        _accumulate(o, W3T, h2, idx2, _active(h2, idx2))
+    for j in range(h1n):
+        h1[j] = b1[j]
+    for k in range(x.shape[0]):
+        a = x[k]
+        if a != 0.0:
+            w = W1T[k]
+            for j in range(h1n):
+                h1[j] += w[j] * a
+    for j in range(h2n):
+        h2[j] = b2[j]
+    _accumulate(h2, W2T, h1, idx1, _active(h1, idx1))
+    for e in range(E):
+        o[e] = b3[e]
+    _accumulate(o, W3T, h2, idx2, _active(h2, idx2))
+
+
+@njit(cache=True, nogil=True)
+def _forward(W1T, b1, W2T, b2, W3T, b3, X, out):  # pragma: no cover - compiled
+    """Evaluation-mode logits of every row of ``X`` (:func:`forward_row`, one row at a time)."""
+    h1 = np.empty(b1.shape[0], dtype=b1.dtype)
+    h2 = np.empty(b2.shape[0], dtype=b2.dtype)
+    idx1 = np.empty(b1.shape[0], dtype=np.int64)
+    idx2 = np.empty(b2.shape[0], dtype=np.int64)
+    for i in range(X.shape[0]):
+        forward_row(W1T, b1, W2T, b2, W3T, b3, X[i], out[i], h1, h2, idx1, idx2)
+
+
+#: the longest vector :func:`pairwise_sum` adds in NumPy's order (NumPy's block size)
+PAIRWISE_MAX = 128
+
+
+@kernel(inline=True)
+def pairwise_sum(a, n):  # pragma: no cover - compiled
+    """``a[:n].sum()`` with NumPy's own order of additions for ``n <= PAIRWISE_MAX`` (its pairwise
+    summation of a contiguous float64 vector: eight running sums in one block), so a compiled
+    softmax divides by exactly the sum NumPy's ``softmax`` divides by.  (Longer vectors, which
+    NumPy splits in halves, are not supported: the callers check.)"""
+    if n < 8:
+        res = 0.0
+        for i in range(n):
+            res += a[i]
+        return res
+    r0, r1, r2, r3, r4, r5, r6, r7 = a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]
+    i = 8
+    while i < n - (n % 8):
+        r0 += a[i]
+        r1 += a[i + 1]
+        r2 += a[i + 2]
+        r3 += a[i + 3]
+        r4 += a[i + 4]
+        r5 += a[i + 5]
+        r6 += a[i + 6]
+        r7 += a[i + 7]
+        i += 8
+    res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+    while i < n:
+        res += a[i]
+        i += 1
+    return res
+
+
+@kernel(inline=True)
+def softmax_row(logits, temperature, exp_fn, z, w):  # pragma: no cover - compiled
+    """``w = softmax(logits / temperature)`` for one row, with the operations of :func:`softmax`
+    (float64 division, the max subtracted, NumPy's own ``exp`` through ``exp_fn`` — see
+    :mod:`.numpy_exp` — and NumPy's summation order): equal to it bit for bit."""
+    E = logits.shape[0]
+    for e in range(E):
+        z[e] = np.float64(logits[e]) / temperature
+    m = z[0]
+    for e in range(1, E):
+        if z[e] > m:
+            m = z[e]
+    for e in range(E):
+        z[e] = z[e] - m
+    numpy_exp(exp_fn, z, w)
+    s = pairwise_sum(w, E)
+    for e in range(E):
+        w[e] = w[e] / s
 
 
 @njit(cache=True, nogil=True)
@@ -237,14 +297,19 @@ class MLPRouter:
         X = np.ascontiguousarray(X, dtype=DTYPE)
         if X.ndim != 2 or X.shape[1] != self.n_inputs:
             raise ValueError(f"router expects rows of {self.n_inputs} features, got shape {X.shape}")
+        out = np.empty((X.shape[0], self.n_outputs), DTYPE)
+        _forward(*self.forward_weights(), X, out)
+        return out
+
+    def forward_weights(self) -> tuple:
+        """The weights as the compiled forward pass takes them (``W1.T, b1, W2.T, b2, W3.T, b3``),
+        cached until the next change."""
         fwd = self._fwd
         if fwd is None:
             p = self.params
             fwd = self._fwd = (np.ascontiguousarray(p["W1"].T), p["b1"].copy(), np.ascontiguousarray(p["W2"].T),
                                p["b2"].copy(), np.ascontiguousarray(p["W3"].T), p["b3"].copy())
-        out = np.empty((X.shape[0], self.n_outputs), DTYPE)
-        _forward(*fwd, X, out)
-        return out
+        return fwd
 
     # -- learning ----------------------------------------------------------------------
     def _dropout_mask(self, shape) -> np.ndarray:

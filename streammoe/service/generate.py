@@ -16,7 +16,6 @@ wall clock, which makes label timeouts reproducible in tests.
 """
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections import deque
@@ -24,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Literal, Optional
 
 import numpy as np
+import orjson
 
 __all__ = ["GenerateReport", "generate", "json_label"]
 
@@ -86,6 +86,7 @@ def generate(events: Iterable[tuple[dict, Any]], producer: Any, topic: str, *, p
         raise ValueError(f"rate must be > 0 events/s, got {rate!r}")
     if ts_step is not None and ts_start is None:
         ts_start = time.time()
+    send = producer.send
     waiting: deque = deque()  # (due index, partition, label message bytes)
     n = n_labels = 0
     t0 = time.perf_counter()
@@ -107,18 +108,17 @@ def generate(events: Iterable[tuple[dict, Any]], producer: Any, topic: str, *, p
             part, kafka_key = i % partitions, None
         if labels == "inline":
             body["y"] = json_label(y)
-        producer.send(topic, value=json.dumps(body, separators=(",", ":")).encode(), key=kafka_key,
-                      partition=part, timestamp_ms=ts_ms)
+        send(topic, value=orjson.dumps(body), key=kafka_key, partition=part, timestamp_ms=ts_ms)
         if labels == "delayed":
-            label = json.dumps({"id": body["id"], "y": json_label(y)}, separators=(",", ":")).encode()
+            label = orjson.dumps({"id": body["id"], "y": json_label(y)})
             waiting.append((n - 1 + delay, part, kafka_key, label))
             while waiting and waiting[0][0] <= n - 1:
                 _, lp, lk, lv = waiting.popleft()
-                producer.send(labels_topic, value=lv, key=lk, partition=lp, timestamp_ms=ts_ms)
+                send(labels_topic, value=lv, key=lk, partition=lp, timestamp_ms=ts_ms)
                 n_labels += 1
     while waiting:  # the stream ended: the remaining labels arrive after the last event
         _, lp, lk, lv = waiting.popleft()
-        producer.send(labels_topic, value=lv, key=lk, partition=lp, timestamp_ms=ts_ms)
+        send(labels_topic, value=lv, key=lk, partition=lp, timestamp_ms=ts_ms)
         n_labels += 1
     if flush:
         producer.flush()

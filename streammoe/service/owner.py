@@ -12,7 +12,9 @@ skipped, and the final state equals that of an uninterrupted run.
 Redis layout (one state hash per partition, see :mod:`streammoe.state.redis_store`):
 
 * model parts as ``DriftMoE.state_parts`` names; keyed models (``serve.model_per = "key"``)
-  under ``k/<url-quoted key>/<part>``, so all keys of a partition commit atomically;
+  either as one keyed pool (``serve.keyed_engine = "pool"``: a :class:`KeyedDriftMoE`, parts
+  under ``pool/``, see :mod:`streammoe.service.keyed_pool`) or one DriftMoE per key under
+  ``k/<url-quoted key>/<part>`` (``"models"``); either way all keys of a partition commit atomically;
 * extras: ``daemon`` (counters, stream time, event watermark, pending sequence: JSON),
   ``guard:<key>`` (the feature set / label type an event must match: JSON) and ``early``
   (labels that came before their event, :mod:`.early`: JSON);
@@ -40,6 +42,7 @@ from urllib.parse import quote, unquote
 from .. import __version__
 from ..state.redis_store import CommitResult
 from .early import EarlyLabel, EarlyLabels
+from .keyed_pool import KeyedPool, pool_params, split_pool_parts
 from .pending import PendingEvent, PendingLabels
 from .schema import DeadLetter, DecodeLimits, Event, ReasonCode, decode_event, decode_label, encode_prediction
 
@@ -53,6 +56,9 @@ GUARD_EXTRA = "guard:"
 EARLY_EXTRA = "early"
 _DAEMON_FORMAT = "streammoe/daemon@1"
 _LABEL_TYPES = {"bool": bool, "int": int, "str": str}
+#: kinds of queued model work: (kind, model key, x, y, record, event | pending event, pending seq)
+_PREDICT = "predict"
+_LEARN = "learn"
 
 
 class Sink(Protocol):
@@ -99,10 +105,17 @@ class OwnerConfig:
     max_keys: int = 10_000
     strict_features: bool = True
     classes: Optional[tuple] = None
+    #: keyed models as one KeyedDriftMoE per partition (``serve.keyed_engine = "pool"``), built
+    #: with these KeyedDriftMoE keywords; ``None``: a dict of ``new_model()`` per key
+    pool_params: Optional[dict] = None
 
     @classmethod
     def from_settings(cls, settings: Any, new_model: Callable[[], Any]) -> "OwnerConfig":
         serve = settings.serve
+        pooled = serve.model_per == "key" and serve.keyed_engine == "pool"
+        if pooled and serve.feature_policy != "strict":
+            raise ValueError("serve.keyed_engine = 'pool' needs serve.feature_policy = 'strict' "
+                             "(the pool's keys share one fixed feature layout)")
         return cls(
             base_name=settings.model.name, input_topic=settings.kafka.input_topic,
             labels_topic=settings.kafka.labels_topic, new_model=new_model,
@@ -113,6 +126,7 @@ class OwnerConfig:
             keyed=serve.model_per == "key", max_keys=serve.max_keys_per_partition,
             strict_features=serve.feature_policy == "strict",
             classes=tuple(serve.classes) if serve.classes is not None else None,
+            pool_params=pool_params(dict(settings.model.params)) if pooled else None,
         )
 
 
@@ -174,7 +188,8 @@ class PartitionOwner:
                  guards: Optional[dict] = None, offsets: Optional[dict] = None,
                  pending: Optional[PendingLabels] = None, stream_time: float = float("-inf"),
                  stats: Optional[OwnerStats] = None, stored_parts: Optional[dict] = None,
-                 early: Optional[EarlyLabels] = None, event_time_ms: Optional[int] = None):
+                 early: Optional[EarlyLabels] = None, event_time_ms: Optional[int] = None,
+                 pool: Optional[KeyedPool] = None):
         self.cfg = cfg
         self.partition = int(partition)
         self.epoch = int(epoch)
@@ -182,6 +197,9 @@ class PartitionOwner:
         self.input_key = f"{cfg.input_topic}:{self.partition}"
         self.labels_key = f"{cfg.labels_topic}:{self.partition}" if cfg.labels_topic else None
         self.models: dict[Optional[str], Any] = dict(models or {})
+        #: serve.keyed_engine = "pool": all keyed models of the partition (``models`` stays empty)
+        self.pool = pool if pool is not None else (
+            KeyedPool(cfg.pool_params, cfg.classes) if cfg.keyed and cfg.pool_params is not None else None)
         self.guards: dict[Optional[str], Guard] = dict(guards or {})
         self.offsets: dict[str, int] = dict(offsets or {})
         self.pending = pending or PendingLabels(cfg.pending_max, cfg.pending_ttl_s,
@@ -195,6 +213,7 @@ class PartitionOwner:
         # part names stored in Redis per model key (to remove parts a shrinking pool dropped)
         self._stored: dict[Optional[str], set[str]] = {k: set(v) for k, v in (stored_parts or {}).items()}
         self._changed = False
+        self._ops: list[tuple] = []  # model work queued for flush(), in record order
         self.events_since_checkpoint = 0
         self.last_checkpoint = time.monotonic()
         self.last_checkpoint_wall: Optional[float] = None
@@ -209,8 +228,18 @@ class PartitionOwner:
         name = state_name(cfg.base_name, cfg.input_topic, partition)
         epoch = store.claim(name)
         ck = store.load(name)
+        pool_parts, plain = split_pool_parts(ck.parts.items())
+        pool = None
+        if pool_parts:
+            if cfg.pool_params is None:
+                raise ValueError(f"partition {partition} holds a keyed pool (serve.keyed_engine = 'pool'); "
+                                 f"this daemon runs another engine")
+            pool = KeyedPool.from_parts(pool_parts, cfg.pool_params, cfg.classes)
+        elif plain and cfg.pool_params is not None:
+            raise ValueError(f"partition {partition} holds per-key DriftMoE models (serve.keyed_engine = "
+                             f"'models'); this daemon runs the keyed pool")
         by_key: dict[Optional[str], dict[str, bytes]] = {}
-        for pname, blob in ck.parts.items():
+        for pname, blob in plain.items():
             key, part = split_part(pname)
             by_key.setdefault(key, {})[part] = blob
         models = {key: model_from_parts(parts) for key, parts in by_key.items()}
@@ -232,7 +261,7 @@ class PartitionOwner:
                     stream_time=float(st) if st is not None else float("-inf"),
                     stats=OwnerStats.from_json(daemon.get("stats", {})),
                     stored_parts={k: set(v) for k, v in by_key.items()}, early=early,
-                    event_time_ms=int(et) if et is not None else None)
+                    event_time_ms=int(et) if et is not None else None, pool=pool)
         owner.last_checkpoint_wall = ck.ts
         return owner
 
@@ -246,13 +275,15 @@ class PartitionOwner:
         return self.offsets.get(topic_key) if topic_key else None
 
     # --- events ----------------------------------------------------------------------------
-    def handle_events(self, records: list, sink: Sink) -> int:
+    def handle_events(self, records: list, sink: Sink, *, defer: bool = False) -> int:
         """Decode, check, predict (and learn inline labels) for input records, in order.
-        Returns how many records were consumed (duplicates of processed offsets skipped)."""
+        Returns how many records were consumed (duplicates of processed offsets skipped).
+
+        With ``defer`` the model work is queued and done by the next :meth:`flush` (the daemon
+        flushes once per polled batch, see :meth:`flush` for why that is exact)."""
         cfg, stats = self.cfg, self.stats
         nxt = self.offsets.get(self.input_key)
         accepted: list[tuple[Any, Event, Optional[str]]] = []
-        groups: dict[Optional[str], list[int]] = {}
         consumed = 0
         for rec in records:
             if nxt is not None and rec.offset < nxt:
@@ -276,20 +307,32 @@ class PartitionOwner:
                 self._dead(sink, DeadLetter(code, msg, rec.value, cfg.input_topic, self.partition, rec.offset),
                            rec.key)
                 continue
-            groups.setdefault(mkey, []).append(len(accepted))
             accepted.append((rec, ev, mkey))
+            self._defer_prediction(rec, ev, mkey, sink)
         if consumed:
             self._changed = True
             stats.events += consumed
             self.events_since_checkpoint += consumed
             self.offsets[self.input_key] = nxt
-        if accepted:
-            results = self._predict_groups(accepted, groups, sink)
-            self._emit(accepted, results, sink)
         if self.early:
             self._settle_early(accepted, sink)
         self._expire(sink)
+        if not defer:
+            self.flush(sink)
         return consumed
+
+    def _defer_prediction(self, rec: Any, ev: Event, mkey: Optional[str], sink: Sink) -> None:
+        """Queue the prediction of an accepted event; an unlabelled one waits for its label from
+        now on (its prediction is filled in by :meth:`flush`)."""
+        seq = None
+        if ev.y is None and self.cfg.labels_topic is not None:
+            pending = self.pending
+            for old, why in pending.add(ev.id, ev.x, key=ev.key if self.cfg.keyed else None, ts=ev.ts,
+                                        y_pred=None, offset=rec.offset, event_time=rec.timestamp / 1000.0):
+                self._dead_pending(sink, old, ReasonCode.PENDING_EVICTED, why)
+            pe = pending.get(ev.id)
+            seq = pe.seq if pe is not None else None
+        self._ops.append((_PREDICT, mkey, ev.x, ev.y, rec, ev, seq))
 
     def _settle_early(self, accepted: list, sink: Sink) -> None:
         """After a run of events: join the early labels whose event came, then refuse those
@@ -317,7 +360,8 @@ class PartitionOwner:
     def _check_event(self, mkey: Optional[str], ev: Event) -> Optional[tuple[ReasonCode, str]]:
         guard = self.guards.get(mkey)
         if guard is None:
-            if mkey not in self.models and len(self.guards.keys() | self.models.keys()) >= self.cfg.max_keys:
+            known = self.guards.keys() | self.models.keys() | (self.pool.index.keys() if self.pool else set())
+            if mkey not in known and len(known) >= self.cfg.max_keys:
                 return (ReasonCode.TOO_MANY_KEYS,
                         f"partition {self.partition} already holds {self.cfg.max_keys} keyed models "
                         f"(serve.max_keys_per_partition); key {mkey!r} is new")
@@ -334,13 +378,19 @@ class PartitionOwner:
                 return ReasonCode.UNKNOWN_LABEL, problem
         if fix_features:  # only an accepted event fixes the feature set
             guard.features, guard.dirty = frozenset(ev.x), True
+            if self.pool is not None and self.pool.features is None:  # ... and the pool's columns
+                self.pool.features = list(ev.x)
         return None
 
     def _new_guard(self, mkey: Optional[str]) -> Guard:
         """A guard for a model seen for the first time (derived from a loaded model's state)."""
         model = self.models.get(mkey)
         guard = Guard(dirty=True)
-        if model is not None:
+        if self.pool is not None:  # one feature layout and label type for the whole partition
+            if self.pool.features is not None:
+                guard.features = frozenset(self.pool.features)
+            guard.label_type = self.pool.label_type()
+        elif model is not None:
             if model.features_:
                 guard.features = frozenset(model.features_)
             if model.classes_:
@@ -366,44 +416,177 @@ class PartitionOwner:
             model = self.models[mkey] = self.cfg.new_model()
         return model
 
-    def _predict_groups(self, accepted: list, groups: dict, sink: Sink) -> list:
-        """``(proba, expert, model_version)`` per accepted event (``None`` if refused)."""
-        results: list = [None] * len(accepted)
-        for mkey, idx in groups.items():
+    # --- the model's work, deferred and batched -------------------------------------------
+    @property
+    def deferred(self) -> int:
+        """Predictions and learning steps queued for the next :meth:`flush`."""
+        return len(self._ops)
+
+    def flush(self, sink: Sink) -> None:
+        """Do the queued model work in record order, then emit the predictions and count.
+
+        Why deferred: on a stream with delayed labels the aligner releases short alternating runs
+        of events and labels (a label follows its event ``delay`` events later), so calling the
+        model per run means a few events per call and the per-call cost dominates.  Queued, a
+        whole polled batch of a partition is one call: where predicting changes no model state
+        (``DriftMoE.predict_is_pure``: the compiled windowed path), predictions and delayed-label
+        learning interleave in a single ``predict_learn_many`` (a learning step is a prediction
+        whose output is dropped, exactly what ``learn_batch`` does), so the result equals the
+        run-by-run order bit for bit.  Otherwise consecutive steps of one kind are batched as
+        before.  The bookkeeping (offsets, pending events, early labels, dead letters of bad
+        records) already happened in record order; only the model calls and the predictions
+        they produce wait here.  A model that refuses a batch is retried step by step, so only
+        the refused events are dead-lettered."""
+        if not self._ops:
+            return
+        ops, self._ops = self._ops, []
+        if self.pool is not None:  # every key of the partition in one keyed-pool call
+            self._finish(ops, self._run_pool(ops, sink), sink)
+            return
+        by_model: dict[Optional[str], list[int]] = {}
+        for i, op in enumerate(ops):
+            by_model.setdefault(op[1], []).append(i)
+        results: list = [None] * len(ops)
+        for mkey, idx in by_model.items():
             model = self._model(mkey)
-            xs = [accepted[i][1].x for i in idx]
-            ys = [accepted[i][1].y for i in idx]
-            version = model.n_learned_
-            try:
-                out = model.predict_learn_many(xs, ys)
-            except ValueError:
-                out = self._predict_one_by_one(model, idx, accepted, xs, ys, sink)
-            for i, y, res in zip(idx, ys, out):
-                if res is not None:
-                    results[i] = (res[0], res[1], version)
-                    if y is not None:
-                        version += 1
+            mine = [ops[i] for i in idx]
+            out = None
+            if getattr(model, "predict_is_pure", False) and len(mine) > 1:
+                out = self._run_mixed(model, mine)
+            if out is None:
+                out = self._run_by_kind(model, mine, sink)
+            for i, res in zip(idx, out):
+                results[i] = res
+        self._finish(ops, results, sink)
+
+    def _run_mixed(self, model: Any, ops: list) -> Optional[list]:
+        """One ``predict_learn_many`` over predictions and learning steps; ``None`` if the model
+        refused the batch (it then learned nothing)."""
+        last = model.last_expert
+        version = model.n_learned_
+        try:
+            out = model.predict_learn_many([op[2] for op in ops], [op[3] for op in ops])
+        except ValueError:
+            return None
+        results: list = []
+        for op, (proba, expert) in zip(ops, out):
+            if op[0] is _PREDICT:
+                results.append((proba, expert, version))
+                last = expert
+            else:
+                results.append(True)
+            if op[3] is not None:
+                version += 1
+        model.last_expert = last  # learning steps do not answer (as in learn_batch)
         return results
 
-    def _predict_one_by_one(self, model: Any, idx: list, accepted: list, xs: list, ys: list, sink: Sink) -> list:
+    def _run_pool(self, ops: list, sink: Sink) -> list:
+        """All queued steps of every key in one keyed-pool call (predicting is pure there, so
+        predictions and learning steps interleave exactly as run one by one); a refused batch is
+        retried step by step, so only the refused events are dead-lettered."""
+        pool = self.pool
+        try:
+            out = pool.predict_learn([op[1] for op in ops], [op[2] for op in ops], [op[3] for op in ops])
+            return [res if op[0] is _PREDICT else True for op, res in zip(ops, out)]
+        except ValueError:
+            pass
+        results: list = []
+        for op in ops:
+            try:
+                res = pool.predict_learn([op[1]], [op[2]], [op[3]])[0]
+            except ValueError as exc:
+                rec = op[4]
+                if op[0] is _PREDICT:
+                    dl = DeadLetter(ReasonCode.PROCESSING_ERROR, f"the model refused the event: {exc}",
+                                    rec.value, self.cfg.input_topic, self.partition, rec.offset)
+                else:
+                    dl = DeadLetter(ReasonCode.PROCESSING_ERROR, f"the model refused the labelled event "
+                                    f"{op[5].id!r}: {exc}", rec.value, self.cfg.labels_topic, self.partition,
+                                    rec.offset)
+                self._dead(sink, dl, rec.key)
+                results.append(None if op[0] is _PREDICT else False)
+                continue
+            results.append(res if op[0] is _PREDICT else True)
+        return results
+
+    def _run_by_kind(self, model: Any, ops: list, sink: Sink) -> list:
+        """Consecutive predictions in one ``predict_learn_many``, consecutive learning steps in
+        one ``learn_batch``; a refused batch is retried one step at a time."""
+        results: list = []
+        i, n = 0, len(ops)
+        while i < n:
+            kind = ops[i][0]
+            j = i
+            while j < n and ops[j][0] is kind:
+                j += 1
+            seg = ops[i:j]
+            xs, ys = [op[2] for op in seg], [op[3] for op in seg]
+            if kind is _PREDICT:
+                version = model.n_learned_
+                try:
+                    out = model.predict_learn_many(xs, ys)
+                except ValueError:
+                    out = self._predict_one_by_one(model, seg, sink)
+                for op, res in zip(seg, out):
+                    if res is None:
+                        results.append(None)
+                        continue
+                    results.append((res[0], res[1], version))
+                    if op[3] is not None:
+                        version += 1
+            else:
+                try:
+                    model.learn_batch(xs, ys)
+                    results.extend([True] * len(seg))
+                except ValueError:
+                    results.extend(self._learn_one_by_one(model, seg, sink))
+            i = j
+        return results
+
+    def _predict_one_by_one(self, model: Any, ops: list, sink: Sink) -> list:
         """Isolate the event(s) the model refuses (the batch call validates all first)."""
         out: list = []
-        for i, x, y in zip(idx, xs, ys):
+        for op in ops:
             try:
-                out.append(model.predict_learn_many([x], [y])[0])
+                out.append(model.predict_learn_many([op[2]], [op[3]])[0])
             except ValueError as exc:
-                rec = accepted[i][0]
+                rec = op[4]
                 self._dead(sink, DeadLetter(ReasonCode.PROCESSING_ERROR, f"the model refused the event: {exc}",
                                             rec.value, self.cfg.input_topic, self.partition, rec.offset), rec.key)
                 out.append(None)
         return out
 
-    def _emit(self, accepted: list, results: list, sink: Sink) -> None:
+    def _learn_one_by_one(self, model: Any, ops: list, sink: Sink) -> list:
+        out: list = []
+        for _, _, x, y, rec, pe, _ in ops:
+            try:
+                model.learn_one(x, y)
+            except ValueError as exc:
+                self._dead(sink, DeadLetter(ReasonCode.PROCESSING_ERROR, f"the model refused the labelled "
+                                            f"event {pe.id!r}: {exc}", rec.value, self.cfg.labels_topic,
+                                            self.partition, rec.offset), rec.key)
+                out.append(False)
+                continue
+            out.append(True)
+        return out
+
+    def _finish(self, ops: list, results: list, sink: Sink) -> None:
+        """Emit predictions and count, in record order (see :meth:`flush`)."""
         stats, pending = self.stats, self.pending
-        with_labels = self.cfg.labels_topic is not None
         now = time.time()
-        for (rec, ev, mkey), res in zip(accepted, results):
-            if res is None:
+        answered: dict[int, Any] = {}  # pending seq -> prediction, for labels joined in this flush
+        for op, res in zip(ops, results):
+            if op[0] is _LEARN:
+                if res:
+                    pe, y = op[5], op[3]
+                    stats.learned += 1
+                    stats.joined += 1
+                    stats.scored += 1
+                    stats.correct += _same_label(answered.get(pe.seq, pe.y_pred), y)
+                continue
+            _, _, _, y, rec, ev, seq = op
+            if res is None:  # refused by the model (dead-lettered): it does not wait for a label
+                self._forget_pending(ev.id, seq)
                 continue
             proba, expert, version = res
             y_pred = max(proba, key=proba.get) if proba else None
@@ -414,26 +597,30 @@ class PartitionOwner:
             except ValueError as exc:  # NaN probabilities: the model misbehaved on this event
                 self._dead(sink, DeadLetter(ReasonCode.PROCESSING_ERROR, f"prediction not encodable: {exc}",
                                             rec.value, self.cfg.input_topic, self.partition, rec.offset), rec.key)
+                self._forget_pending(ev.id, seq)
                 continue
             sink.prediction(self.partition, rec.key, value, latency)
             stats.predicted += 1
-            if ev.y is not None:
+            if y is not None:
                 stats.learned += 1
                 stats.scored += 1
-                stats.correct += _same_label(y_pred, ev.y)
-            elif with_labels:
-                for old, why in pending.add(ev.id, ev.x, key=ev.key if self.cfg.keyed else None, ts=ev.ts,
-                                            y_pred=y_pred, offset=rec.offset, event_time=rec.timestamp / 1000.0):
-                    self._dead_pending(sink, old, ReasonCode.PENDING_EVICTED, why)
+                stats.correct += _same_label(y_pred, y)
+            elif seq is not None:
+                answered[seq] = y_pred
+                pending.set_prediction(ev.id, seq, y_pred)
+
+    def _forget_pending(self, event_id: str, seq: Optional[int]) -> None:
+        pe = self.pending.get(event_id)
+        if seq is not None and pe is not None and pe.seq == seq:
+            self.pending.pop(event_id)
 
     # --- labels ----------------------------------------------------------------------------
-    def handle_labels(self, records: list, sink: Sink) -> int:
+    def handle_labels(self, records: list, sink: Sink, *, defer: bool = False) -> int:
         """Join delayed labels with their pending events and learn them, in order.
 
-        The joined events are learned in batches (:meth:`DriftMoE.learn_batch`, one compiled pass
-        per router window instead of one Python call per event): equal to learning them one by one,
-        because nothing else in this loop reads the models.  Each batch is learned before any
-        dead letter is emitted, so the sink sees everything in record order."""
+        The joined events are learned in batches by :meth:`flush` (at the end of this call, or,
+        with ``defer``, when the daemon flushes): equal to learning them one by one, because
+        nothing else in this loop reads the models."""
         cfg, stats, pending = self.cfg, self.stats, self.pending
         nxt = self.offsets.get(self.labels_key)
         consumed = 0
@@ -484,39 +671,15 @@ class PartitionOwner:
             stats.labels += consumed
             self.events_since_checkpoint += consumed
             self.offsets[self.labels_key] = nxt
+        if not defer:
+            self.flush(sink)
         return consumed
 
     def _learn_joined(self, joined: list, sink: Sink) -> None:
-        """Learn the joined events (and empty ``joined``): one ``learn_batch`` per model, in order;
-        a batch the model refuses is learned one by one, so only the bad events are dead-lettered."""
-        if not joined:
-            return
-        groups: dict = {}
-        for item in joined:
-            groups.setdefault(item[0], []).append(item)
+        """Queue the joined events' learning steps (and empty ``joined``) for :meth:`flush`."""
+        for mkey, pe, y, rec in joined:
+            self._ops.append((_LEARN, mkey, pe.x, y, rec, pe, pe.seq))
         joined.clear()
-        stats, cfg = self.stats, self.cfg
-        for mkey, items in groups.items():
-            model = self._model(mkey)
-            try:
-                model.learn_batch([pe.x for _, pe, _, _ in items], [y for _, _, y, _ in items])
-                ok = items
-            except ValueError:
-                ok = []
-                for item in items:
-                    _, pe, y, rec = item
-                    try:
-                        model.learn_one(pe.x, y)
-                    except ValueError as exc:
-                        self._dead(sink, DeadLetter(ReasonCode.PROCESSING_ERROR, f"the model refused the labelled "
-                                                    f"event {pe.id!r}: {exc}", rec.value, cfg.labels_topic,
-                                                    self.partition, rec.offset), rec.key)
-                        continue
-                    ok.append(item)
-            stats.learned += len(ok)
-            stats.joined += len(ok)
-            stats.scored += len(ok)
-            stats.correct += sum(_same_label(pe.y_pred, y) for _, pe, y, _ in ok)
 
     # --- dead letters ----------------------------------------------------------------------
     def _dead(self, sink: Sink, dl: DeadLetter, key: Optional[bytes]) -> None:
@@ -557,6 +720,7 @@ class PartitionOwner:
         loaded, and ``StoreUnavailableError`` when Redis is unreachable: then the changes stay
         pending and the next attempt sends them again, with whatever changed since (every
         write is idempotent, so it does not matter whether the failed one landed)."""
+        self.flush(sink)  # the daemon flushes before its producer barrier; this is a safety net
         parts: dict[str, bytes] = {}
         remove: list[str] = []
         written: dict[Optional[str], set[str]] = {}
@@ -569,6 +733,8 @@ class PartitionOwner:
                 remove += [prefix + p for p in sorted(gone)]
             parts.update({prefix + p: b for p, b in blobs.items()})
             written[mkey] = set(blobs)
+        if self.pool is not None:
+            parts.update(self.pool.dirty_parts())
         extra = {DAEMON_EXTRA: json.dumps(self._daemon_json(), separators=(",", ":"), sort_keys=True).encode()}
         for mkey, guard in self.guards.items():
             if guard.dirty:
@@ -578,6 +744,8 @@ class PartitionOwner:
         put, dels = self.pending.changes()
         result = store.commit(self.name, parts, dict(self.offsets), self.epoch, extra, remove=remove,
                               pending_put=put, pending_del=dels, require_epoch=True)
+        if self.pool is not None:
+            self.pool.mark_clean()
         for mkey, model in self.models.items():
             model.mark_clean()
             names = self._stored.setdefault(mkey, set())
@@ -603,7 +771,8 @@ class PartitionOwner:
             "stream_time": self.stream_time if self.stream_time != float("-inf") else None,
             "event_time_ms": self.event_time_ms,
             "pending_seq": self.pending.next_seq, "stats": self.stats.to_json(),
-            "models": len(self.models), "owner": f"{socket.gethostname()}:{os.getpid()}",
+            "models": len(self.models) if self.pool is None else self.pool.n_keys,
+            "owner": f"{socket.gethostname()}:{os.getpid()}",
         }
 
 

@@ -159,6 +159,17 @@ class PendingLabels:
                                 f"({self.max_bytes} bytes); the one with the earliest deadline left"))
         return out
 
+    def set_prediction(self, event_id: str, seq: int, y_pred: Optional[Label]) -> None:
+        """Record the prediction of a waiting event (added before the model answered; see
+        ``PartitionOwner.flush``).  Nothing happens if that event no longer waits."""
+        pe = self._items.get(event_id)
+        if pe is None or pe.seq != seq:
+            return
+        pe = PendingEvent(pe.id, pe.x, pe.key, pe.ts, y_pred, pe.offset, pe.seq, pe.deadline)
+        self._items[event_id] = pe
+        if event_id in self._put:
+            self._put[event_id] = pe
+
     def pop(self, event_id: str) -> Optional[PendingEvent]:
         """Take the event a label refers to (``None`` if it is not pending)."""
         pe = self._items.get(event_id)

@@ -35,11 +35,12 @@ route it to the dead-letter topic and keep going.  Decisions worth knowing:
 """
 from __future__ import annotations
 
-import json
+import math
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Optional, Union
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 __all__ = [
@@ -304,6 +305,115 @@ def _decode(raw: Any, limits: DecodeLimits | None, where: dict, strict: type, le
                           data if isinstance(data, bytes) else None, **where)
 
 
+# --- the fast path ------------------------------------------------------------------------
+# Most messages are well formed.  For them, orjson plus a few type checks give the same Event /
+# LabelMessage as the pydantic validators at a fraction of the cost; anything the fast path is
+# not sure about (every failure, and shapes it does not handle) goes to the full path, which
+# alone decides reason codes and messages.
+
+_EVENT_KEYS = frozenset(("id", "x", "y", "ts", "key"))
+_new_object = object.__new__
+_set_attr = object.__setattr__
+
+
+def _construct(cls: type, fields_set: set, values: dict) -> Any:
+    """``cls.model_construct(fields_set, **values)`` without its per-field loop (about 4x faster):
+    the same four attributes it sets for a model without extras, private attributes or
+    post-init hooks (checked below for the four classes it is used with)."""
+    m = _new_object(cls)
+    _set_attr(m, "__dict__", values)
+    _set_attr(m, "__pydantic_fields_set__", fields_set)
+    _set_attr(m, "__pydantic_extra__", None)
+    _set_attr(m, "__pydantic_private__", None)
+    return m
+_LABEL_KEYS = frozenset(("id", "y"))
+_loads = orjson.loads
+_JSONError = orjson.JSONDecodeError
+
+
+def _fast_label(y: Any, limits: DecodeLimits) -> bool:
+    t = type(y)
+    if t is int:
+        return -_INT64 <= y < _INT64
+    if t is str:
+        return 0 < len(y) <= limits.max_label_chars
+    return t is bool
+
+
+def _fast_event(data: Any, limits: DecodeLimits) -> Optional[Event]:
+    """The :class:`Event` of a plainly valid message, or ``None`` (take the full path)."""
+    if type(data) is not bytes or not data or len(data) > limits.max_bytes:
+        return None
+    try:
+        d = _loads(data)
+    except _JSONError:
+        return None
+    if type(d) is not dict or "id" not in d or "x" not in d:
+        return None
+    keys = d.keys()
+    if not keys <= _EVENT_KEYS:
+        if not limits.allow_extra_fields:
+            return None
+        keys = keys & _EVENT_KEYS
+    eid, x = d["id"], d["x"]
+    if type(eid) is not str or not 0 < len(eid) <= limits.max_id_chars or type(x) is not dict:
+        return None
+    if len(x) > limits.max_features:
+        return None
+    max_name = limits.max_name_chars
+    for k, v in x.items():
+        tv = type(v)
+        if tv is float:
+            if not _finite(v):
+                return None
+        elif tv is int:
+            x[k] = float(v)
+        else:
+            return None
+        if not 0 < len(k) <= max_name:
+            return None
+    y = d.get("y")
+    if y is not None and not _fast_label(y, limits):
+        return None
+    ts = d.get("ts")
+    if ts is not None:
+        if type(ts) is int:
+            ts = float(ts)
+        elif type(ts) is not float:
+            return None
+        if not -_MAX_TS <= ts <= _MAX_TS:
+            return None
+    key = d.get("key")
+    if key is not None and (type(key) is not str or len(key) > max_name):
+        return None
+    cls = _EventIgnoringExtra if limits.allow_extra_fields else Event  # the class the full path returns
+    return _construct(cls, set(keys), {"id": eid, "x": x, "y": y, "ts": ts, "key": key})
+
+
+def _fast_label_message(data: Any, limits: DecodeLimits) -> Optional[LabelMessage]:
+    """The :class:`LabelMessage` of a plainly valid message, or ``None`` (take the full path)."""
+    if type(data) is not bytes or not data or len(data) > limits.max_bytes:
+        return None
+    try:
+        d = _loads(data)
+    except _JSONError:
+        return None
+    if type(d) is not dict or "id" not in d or "y" not in d:
+        return None
+    if len(d) != 2 and not limits.allow_extra_fields:
+        return None
+    eid, y = d["id"], d["y"]
+    if type(eid) is not str or not 0 < len(eid) <= limits.max_id_chars or y is None or not _fast_label(y, limits):
+        return None
+    cls = _LabelIgnoringExtra if limits.allow_extra_fields else LabelMessage
+    return _construct(cls, set(_LABEL_KEYS), {"id": eid, "y": y})
+
+
+for _cls in (Event, _EventIgnoringExtra, LabelMessage, _LabelIgnoringExtra):  # what _construct relies on
+    assert not _cls.__pydantic_post_init__ and not _cls.__private_attributes__ and \
+        _cls.model_config.get("extra") != "allow", _cls
+
+
 def decode_event(raw: Any, limits: DecodeLimits | None = None, *, topic: str | None = None,
                  partition: int | None = None, offset: int | None = None) -> Event | DeadLetter:
     """Decode one input-topic value into an :class:`Event`, or explain why not.
@@ -311,6 +421,12 @@ def decode_event(raw: Any, limits: DecodeLimits | None = None, *, topic: str | N
     Never raises: every failure (including unexpected ones) becomes a :class:`DeadLetter`
     carrying the original bytes and ``topic``/``partition``/``offset`` for the DLQ record.
     """
+    try:
+        ev = _fast_event(raw, limits or _DEFAULT_LIMITS)
+    except Exception:  # pragma: no cover - the full path below explains any failure
+        ev = None
+    if ev is not None:
+        return ev
     where = {"topic": topic, "partition": partition, "offset": offset}
 
     def check(ev: Event, data: bytes, limits: DecodeLimits) -> DeadLetter | None:
@@ -345,6 +461,12 @@ def decode_label(raw: Any, limits: DecodeLimits | None = None, *, topic: str | N
                  partition: int | None = None, offset: int | None = None) -> LabelMessage | DeadLetter:
     """Decode one labels-topic value into a :class:`LabelMessage`, or explain why not.
     Never raises (same contract as :func:`decode_event`)."""
+    try:
+        msg = _fast_label_message(raw, limits or _DEFAULT_LIMITS)
+    except Exception:  # pragma: no cover - the full path below explains any failure
+        msg = None
+    if msg is not None:
+        return msg
     where = {"topic": topic, "partition": partition, "offset": offset}
 
     def check(msg: LabelMessage, data: bytes, limits: DecodeLimits) -> DeadLetter | None:
@@ -371,22 +493,26 @@ def encode_prediction(event_id: str, y_pred: Any, proba: dict[Any, float], exper
                       model_version: int | str, latency_ms: float) -> bytes:
     """JSON bytes of one prediction (the :class:`Prediction` format).
 
-    Uses one cached stdlib encoder rather than a pydantic model per event (cheaper). Raises
-    ``ValueError`` if a probability is NaN/inf (the model produced garbage; the daemon reports that
-    as ``processing_error``).
+    Encoded with orjson (several times faster than the stdlib encoder; floats are written in
+    their shortest round-trip form, so they read back identical).  Raises ``ValueError`` if a
+    probability or the latency is NaN/inf (the model produced garbage; the daemon reports that
+    as ``processing_error``) - orjson would write ``null`` instead of refusing.
     """
     if hasattr(y_pred, "item"):  # numpy scalar -> Python scalar
         y_pred = y_pred.item()
+    probs = {_label_key(k): float(v) for k, v in proba.items()}
+    latency = float(latency_ms)
+    if not all(map(_finite, probs.values())) or not _finite(latency):
+        raise ValueError(f"prediction of {event_id!r} is not finite: proba {probs}, latency_ms {latency}")
     body = {
         "id": event_id,
         "y_pred": y_pred,
-        "proba": {_label_key(k): float(v) for k, v in proba.items()},
+        "proba": probs,
         "expert": None if expert is None else int(expert),
         "model_version": model_version,
-        "latency_ms": float(latency_ms),
+        "latency_ms": latency,
     }
-    return _ENCODER.encode(body).encode()
+    return orjson.dumps(body)
 
 
-# One encoder, built once: json.dumps with non-default options would build one per call.
-_ENCODER = json.JSONEncoder(allow_nan=False, separators=(",", ":"))
+_finite = math.isfinite

@@ -34,17 +34,18 @@ class SenderError(RuntimeError):
     """The sender process could not start or died."""
 
 
-def _child(conn: Any, producer_kwargs: dict) -> None:
+def _child(conn: Any, producer_kwargs: dict, client: str = "kafka-python") -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     try:
-        from kafka import KafkaProducer
+        from .producers import make_producer
 
-        producer = KafkaProducer(**producer_kwargs)
+        producer = make_producer(producer_kwargs, client)
     except Exception as exc:
         conn.send(("error", f"{type(exc).__name__}: {exc}"))
         return
     conn.send(("ready", None))
+    confluent = client == "confluent-kafka"
     state = {"errors": 0, "first": None}
 
     def failed(exc: BaseException) -> None:
@@ -60,11 +61,19 @@ def _child(conn: Any, producer_kwargs: dict) -> None:
                 producer.flush()
                 return
             if kind == "records":
-                for topic, value, key, partition, headers in body:
-                    producer.send(topic, value=value, key=key, partition=partition,
-                                  headers=headers).add_errback(failed)
+                if confluent:  # failures are counted by the producer (take_errors)
+                    for topic, value, key, partition, headers in body:
+                        producer.send(topic, value, key, headers, partition)
+                else:
+                    for topic, value, key, partition, headers in body:
+                        producer.send(topic, value=value, key=key, partition=partition,
+                                      headers=headers).add_errback(failed)
             elif kind == "flush":
                 producer.flush()
+                if confluent:
+                    n, first = producer.take_errors()
+                    state["errors"] += n
+                    state["first"] = state["first"] or first
                 conn.send(("flushed", (state["errors"], state["first"])))
                 state["errors"], state["first"] = 0, None
             elif kind == "close":
@@ -83,7 +92,8 @@ def _child(conn: Any, producer_kwargs: dict) -> None:
 class ProcessSender:
     """A Kafka producer in a child process, fed in batches."""
 
-    def __init__(self, producer_kwargs: dict, batch: int = _BATCH, start_timeout: float = 60.0):
+    def __init__(self, producer_kwargs: dict, batch: int = _BATCH, start_timeout: float = 60.0, wait: bool = True,
+                 client: str = "kafka-python"):
         ours, theirs = socket.socketpair()
         env = dict(os.environ)
         root = str(Path(__file__).resolve().parents[2])  # the streammoe package's parent folder
@@ -96,11 +106,23 @@ class ProcessSender:
         self._conn = Connection(ours.detach())
         self._batch = int(batch)
         self._buf: list[tuple] = []
-        self._conn.send(("start", producer_kwargs))
-        kind, body = self._recv(start_timeout, "start")
+        self._conn.send(("start", (producer_kwargs, client)))
+        self._start_timeout = start_timeout
+        self._ready = False
+        if wait:
+            self.wait_ready()
+
+    def wait_ready(self) -> None:
+        """Block until the child's producer exists (raises :class:`SenderError` if it could not
+        be created).  The daemon calls it after its own start-up steps, so the child's
+        interpreter start and imports overlap them."""
+        if self._ready:
+            return
+        kind, body = self._recv(self._start_timeout, "start")
         if kind != "ready":
             self._proc.wait(5)
             raise SenderError(f"the Kafka producer could not be created: {body}")
+        self._ready = True
 
     def send(self, topic: str, value: bytes, key: Optional[bytes] = None, partition: Optional[int] = None,
              headers: Optional[list] = None) -> None:
@@ -116,6 +138,7 @@ class ProcessSender:
 
     def _ship(self) -> None:
         if self._buf:
+            self.wait_ready()
             buf, self._buf = self._buf, []
             try:
                 self._conn.send(("records", buf))
@@ -146,6 +169,7 @@ class ProcessSender:
     def flush(self, timeout: float = 300.0) -> tuple[int, Optional[str]]:
         """Wait until everything sent so far is acknowledged; returns ``(failed records,
         first error)`` since the previous flush."""
+        self.wait_ready()
         self._ship()
         try:
             self._conn.send(("flush", None))
@@ -162,6 +186,7 @@ class ProcessSender:
             return
         try:
             if self._proc.poll() is None:
+                self.wait_ready()
                 self._ship()
                 self._conn.send(("close", timeout))
                 self._recv(timeout + 5, "close")
@@ -180,10 +205,11 @@ class InProcessSender:
     """The same interface over a ``KafkaProducer`` in this process (``serve.producer_process
     = false``: simpler, one process fewer, slower)."""
 
-    def __init__(self, producer_kwargs: dict):
-        from kafka import KafkaProducer
+    def __init__(self, producer_kwargs: dict, client: str = "kafka-python"):
+        from .producers import make_producer
 
-        self._producer = KafkaProducer(**producer_kwargs)
+        self._producer = make_producer(producer_kwargs, client)
+        self._confluent = client == "confluent-kafka"
         self._errors = 0
         self._first: Optional[str] = None
 
@@ -194,14 +220,24 @@ class InProcessSender:
 
     def send(self, topic: str, value: bytes, key: Optional[bytes] = None, partition: Optional[int] = None,
              headers: Optional[list] = None) -> None:
+        if self._confluent:
+            self._producer.send(topic, value, key, headers, partition)
+            return
         self._producer.send(topic, value=value, key=key, partition=partition, headers=headers
                             ).add_errback(self._failed)
 
     def ship(self) -> None:
         """Nothing to do: ``send`` already handed the record to the producer."""
 
+    def wait_ready(self) -> None:
+        """Nothing to wait for: the producer was created in the constructor."""
+
     def flush(self, timeout: float = 300.0) -> tuple[int, Optional[str]]:
         self._producer.flush(timeout)
+        if self._confluent:
+            n, first = self._producer.take_errors()
+            self._errors += n
+            self._first = self._first or first
         out = (self._errors, self._first)
         self._errors, self._first = 0, None
         return out
@@ -210,16 +246,20 @@ class InProcessSender:
         self._producer.close(timeout=timeout)
 
 
-def make_sender(producer_kwargs: dict, in_child: bool) -> Any:
-    """A :class:`ProcessSender` (``in_child``) or an :class:`InProcessSender`."""
-    return ProcessSender(producer_kwargs) if in_child else InProcessSender(producer_kwargs)
+def make_sender(producer_kwargs: dict, in_child: bool, wait: bool = True, client: str = "kafka-python") -> Any:
+    """A :class:`ProcessSender` (``in_child``; with ``wait=False`` call ``wait_ready()`` before
+    relying on it) or an :class:`InProcessSender`, producing with ``client`` (see
+    :mod:`.producers`)."""
+    if in_child:
+        return ProcessSender(producer_kwargs, wait=wait, client=client)
+    return InProcessSender(producer_kwargs, client=client)
 
 
 def _main(argv: list[str]) -> None:
     conn = Connection(int(argv[1]))
-    kind, producer_kwargs = conn.recv()
+    kind, (producer_kwargs, client) = conn.recv()
     if kind == "start":
-        _child(conn, producer_kwargs)
+        _child(conn, producer_kwargs, client)
 
 
 if __name__ == "__main__":

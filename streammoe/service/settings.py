@@ -123,6 +123,9 @@ class KafkaSettings(_Section):
     linger_ms: int = Field(5, ge=0)
     compression_type: Optional[Literal["gzip", "snappy", "lz4", "zstd"]] = None
     max_request_size: int = Field(1_048_576, gt=0, description="largest record the producer sends, bytes")
+    producer_client: Literal["kafka-python", "confluent-kafka"] = Field(
+        "kafka-python", description="client that produces predictions, dead letters and `generate` records; "
+        "confluent-kafka (optional: pip install confluent-kafka) does the per-record work in C")
 
     @field_validator("labels_topic", mode="before")
     @classmethod
@@ -300,9 +303,9 @@ class RedisSettings(_Section):
         import redis
 
         if self.cluster:
-            from redis.cluster import RedisCluster
+            from ..state.redis_store import cluster_client
 
-            return RedisCluster.from_url(self.url, **self.client_kwargs())
+            return cluster_client(self.url, **self.client_kwargs())
         return redis.Redis.from_url(self.url, **self.client_kwargs())
 
 
