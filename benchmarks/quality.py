@@ -43,7 +43,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:  # run as a script: the sibling modules (recurring, quality_candidates)
@@ -132,7 +132,8 @@ def make_model(spec: str, seed: int):
         from streammoe import DriftMoE
 
         return DriftMoE(seed=seed, **overrides)
-    from streammoe.presets import PRESETS, make_model as preset
+    from streammoe.presets import PRESETS
+    from streammoe.presets import make_model as preset
 
     if name in PRESETS:
         return preset(name, seed=seed, **overrides)
@@ -236,6 +237,12 @@ def _speed_ratio(rec: dict, ref: str, by_key: dict) -> tuple[float | None, bool]
     return None, False
 
 
+def _median_known(values) -> Optional[float]:
+    """Median of the values that are not ``None`` (``None`` when there are none)."""
+    known = [x for x in values if x is not None]
+    return statistics.median(known) if known else None
+
+
 def _fmt(v, spec=".4f") -> str:
     return "-" if v is None else format(v, spec)
 
@@ -253,7 +260,7 @@ def report(records: list[dict], default: str, streams: list[str], models: list[s
 
     seeds = sorted({r["seed"] for r in records})
     ns = sorted({(r["stream"], r["n"]) for r in records if not r["slow_run"]})
-    lines = [f"# Model quality: every candidate against river's ARF(10), side by side", "",
+    lines = ["# Model quality: every candidate against river's ARF(10), side by side", "",
              f"seeds {', '.join(map(str, seeds))}; events per stream: "
              + ", ".join(f"{s} {n}" for s, n in dict(ns).items()) + ". Accuracy, balanced accuracy and kappa are "
              "means over seeds; speed ratios are medians over seeds of events/s divided by ARF's / HoeffdingTree's "
@@ -284,7 +291,7 @@ def report(records: list[dict], default: str, streams: list[str], models: list[s
                 f"{_fmt(_mean(r['balanced_accuracy'] for r in rs))} | {_fmt(_mean(r['kappa'] for r in rs))} | "
                 f"{_fmt(statistics.median(r['events_per_s'] for r in rs), '.0f')} | "
                 f"{'' if exact or not arf_r else '~'}{_fmt(statistics.median(arf_r) if arf_r else None, '.1f')} | "
-                f"{_fmt(statistics.median([x for x in ratios_ht if x is not None]) if any(x is not None for x in ratios_ht) else None, '.2f')} | "
+                f"{_fmt(_median_known(ratios_ht), '.2f')} | "
                 f"{_fmt(statistics.median(st) if st else None, '.3f')} | {recov or 'no drift positions'} |")
         lines.append("")
         summary_rows.append(stream)
@@ -316,7 +323,8 @@ def report(records: list[dict], default: str, streams: list[str], models: list[s
             xh_all += [x for x in (_speed_ratio(r, "HT", by_key)[0] for r in rs) if x is not None]
             cells.append(f"{acc:.4f}")
         slow_model = parse_spec(model)[0] in SLOW_MODELS
-        lines.append(f"| {model}{'*' if slow_model else ''} | " + " | ".join(cells) + f" | {_fmt(_mean(got))} | {ge_a}/{len(got)} | "
+        lines.append(f"| {model}{'*' if slow_model else ''} | " + " | ".join(cells)
+                     + f" | {_fmt(_mean(got))} | {ge_a}/{len(got)} | "
                      f"{ge_r}/{len(got)} | {_fmt(min(xa_all) if xa_all else None, '.1f')} | "
                      f"{_fmt(min(xh_all) if xh_all else None, '.2f')} |")
     lines.append("")
