@@ -16,6 +16,8 @@ classification of streaming data with temporal dependence"):
   classifier: before each label is revealed it predicts the most frequent label seen so far.
 * kappa-T ``(p0 - pt) / (1 - pt)`` where ``pt`` is the prequential accuracy of the no-change
   (persistent) classifier: it predicts the previous label of the stream.
+* balanced accuracy = the mean over the classes seen of each class's recall (correct / events of
+  that class): a model that ignores a rare class loses as much as on a frequent one.
 
 Conventions, stated because they move numbers:
 
@@ -114,11 +116,13 @@ class Score:
     baselines), so ``update`` is O(1) and the figures can be read at any moment.
     """
 
-    __slots__ = ("n", "correct", "majority_correct", "no_change_correct", "true_counts", "pred_counts")
+    __slots__ = ("n", "correct", "majority_correct", "no_change_correct", "true_counts", "pred_counts",
+                 "class_correct")
 
     def __init__(self) -> None:
         self.n = 0
         self.correct = 0
+        self.class_correct: Counter = Counter()
         self.majority_correct = 0
         self.no_change_correct = 0
         self.true_counts: Counter = Counter()
@@ -128,6 +132,7 @@ class Score:
         self.n += 1
         if y_pred is not NO_PREDICTION and y_pred == y_true:
             self.correct += 1
+            self.class_correct[y_true] += 1
         self.majority_correct += majority_hit
         self.no_change_correct += no_change_hit
         self.true_counts[y_true] += 1
@@ -144,6 +149,13 @@ class Score:
     @property
     def no_change_accuracy(self) -> float:
         return self.no_change_correct / self.n if self.n else 0.0
+
+    @property
+    def balanced_accuracy(self) -> float:
+        """Mean per-class recall over the classes seen (0.0 before any event)."""
+        if not self.n:
+            return 0.0
+        return sum(self.class_correct.get(c, 0) / k for c, k in self.true_counts.items()) / len(self.true_counts)
 
     @property
     def kappa(self) -> float:
@@ -509,7 +521,8 @@ class Prequential:
         seconds = tr.ns / 1e9
         out: dict[str, Any] = {
             "estimator": type(tr.model).__name__,
-            "accuracy": s.accuracy, "kappa": s.kappa, "kappa_m": s.kappa_m, "kappa_t": s.kappa_t,
+            "accuracy": s.accuracy, "balanced_accuracy": s.balanced_accuracy,
+            "kappa": s.kappa, "kappa_m": s.kappa_m, "kappa_t": s.kappa_t,
             "events_per_s": s.n / seconds if seconds > 0 else 0.0,
             "seconds": seconds,
             "n": s.n,

@@ -14,6 +14,7 @@ import pytest
 
 from services import unique_name
 from streammoe.testing.services import (
+    RedisClusterServers,
     RedisServer,
     S3Server,
     ServiceError,
@@ -39,7 +40,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         names = getattr(item, "fixturenames", ())
         if "kafka_broker" in names or "topic_factory" in names or "restartable_broker" in names:
             item.add_marker(pytest.mark.kafka)
-        if any(n in names for n in ("redis_server", "redis_factory", "redis_client", "redis_tls_binary")):
+        if any(n in names for n in ("redis_server", "redis_factory", "redis_client", "redis_tls_binary",
+                                    "redis_cluster")):
             item.add_marker(pytest.mark.redis)
 
 
@@ -123,6 +125,17 @@ def redis_factory(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Red
     yield start
     for server in started:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> RedisClusterServers:
+    """A Redis Cluster of three masters (local redis-servers with ``cluster-enabled``);
+    ``.url`` (one node: the client finds the rest), ``.client()`` (a ``RedisCluster``),
+    ``.nodes`` (the :class:`RedisServer` of each master)."""
+    cluster = RedisClusterServers(workdir=tmp_path_factory.mktemp("redis-cluster"), masters=3,
+                                  binary=_require_redis_binary()).start()
+    yield cluster
+    cluster.stop()
 
 
 @pytest.fixture(scope="session")

@@ -12,6 +12,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from services import unique_name, wait_progressing
@@ -81,7 +82,8 @@ def test_sigterm_finishes_the_batch_checkpoints_and_exits_cleanly(kafka_broker, 
     assert total == 200
 
 
-def test_health_and_metrics_endpoints_and_keyed_models(kafka_broker, topic_factory, redis_server):
+@pytest.mark.parametrize("engine", ["pool", "models"])
+def test_health_and_metrics_endpoints_and_keyed_models(kafka_broker, topic_factory, redis_server, engine):
     topics = topics_for(topic_factory, 2)
     model = unique_name("m")
     result = cli("generate", "sea_a", "--n", "240", "--bootstrap-servers", kafka_broker, "--topic",
@@ -93,7 +95,7 @@ def test_health_and_metrics_endpoints_and_keyed_models(kafka_broker, topic_facto
         kafka=dict(bootstrap_servers=kafka_broker, group_id=unique_name("g"), session_timeout_ms=6000,
                    heartbeat_interval_ms=1000, max_poll_interval_ms=10_000, **topics),
         redis=dict(url=redis_server.url), model=dict(name=model, params=PARAMS), http=dict(port=0),
-        checkpoint=dict(every_events=50), serve=dict(model_per="key", metrics_interval_s=0.05))
+        checkpoint=dict(every_events=50), serve=dict(model_per="key", keyed_engine=engine, metrics_interval_s=0.05))
     d = Daemon(settings).start_thread()
     try:
         learned = lambda: sum(i["stats"]["learned"] for i in d.snapshot().values())  # noqa: E731
@@ -127,7 +129,8 @@ def test_health_and_metrics_endpoints_and_keyed_models(kafka_broker, topic_facto
     assert all(r["pending"] == 0 and r["epoch"] == 1 and r["daemon"]["stats"]["joined"] > 0 for r in rows)
     text = cli("inspect", "--redis-url", redis_server.url, "--experts", "--model",
                f"{model}/{topics['input_topic']}/1").output
-    assert "key 'k1': 3 experts" in text and "expert/0" in text and "offsets:" in text
+    assert "key 'k1': 3 experts" in text and "offsets:" in text
+    assert ("pool/trees" in text and "pool/router/0" in text) if engine == "pool" else "expert/0" in text
 
 
 def test_serve_consumer_timing_flags_reach_the_settings(monkeypatch):

@@ -133,6 +133,14 @@ def test_empty_score_is_zero_not_an_error():
     assert s.as_dict() == {"n": 0, "accuracy": 0.0, "kappa": 0.0, "kappa_m": 0.0, "kappa_t": 0.0}
 
 
+def test_balanced_accuracy_is_the_mean_recall_per_class():
+    # class a: 3 of 4 right; class b: 0 of 1 right -> (0.75 + 0.0) / 2, while plain accuracy is 3/5
+    s = score_sequence(["a", "a", "a", "a", "b"], ["a", "a", "a", "b", "a"])
+    assert s.accuracy == pytest.approx(0.6)
+    assert s.balanced_accuracy == pytest.approx(0.375)
+    assert Score().balanced_accuracy == 0.0
+
+
 def test_default_window_clamped():
     assert default_window(None) == 1000
     assert default_window(3000) == 500

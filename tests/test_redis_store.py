@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import redis
 from redis.backoff import NoBackoff
+from redis.cluster import RedisCluster
 from redis.retry import Retry
 
 from services import unique_name
@@ -23,6 +24,25 @@ from streammoe.state.redis_store import (
 )
 
 KEY = b"0123456789abcdef-test-key"
+
+
+@pytest.fixture(params=["single", "cluster"])
+def redis_client(request):
+    """The store's contract holds on one redis-server and on a three-master Redis Cluster."""
+    if request.param == "cluster":
+        client = request.getfixturevalue("redis_cluster").client()
+    else:
+        client = request.getfixturevalue("redis_server").client()
+    yield client
+    client.close()
+
+
+def _another_client(client):
+    """A second connection to the same server or cluster (for a concurrent reader)."""
+    if isinstance(client, RedisCluster):
+        node = client.get_default_node()
+        return RedisCluster(host=node.host, port=node.port)
+    return redis.Redis(connection_pool=client.connection_pool)
 
 
 @pytest.fixture
@@ -151,7 +171,7 @@ def test_offsets_are_never_seen_without_their_state(store, redis_client):
     seen: list[tuple[bytes, bytes]] = []
 
     def observe():
-        reader = redis.Redis(connection_pool=redis_client.connection_pool)
+        reader = _another_client(redis_client)
         while not stop.is_set():
             h = reader.hgetall(key)
             seen.append((h[b"p:counter"], h[b"o:t:0"]))

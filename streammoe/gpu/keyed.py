@@ -270,10 +270,14 @@ class KeyedDriftMoE:
         self._refresh_forward(keys)
 
     # ------------------------------------------------------------------ state
-    def state_parts(self) -> dict[str, bytes]:
+    def state_parts(self, routers=None) -> dict[str, bytes]:
         """Every part of the model as bytes (no pickle): ``meta``, ``stats``, ``window``,
         ``trees`` and ``router/<k>`` per key.  Only the filled rows of each key's window are kept
-        (the rest of the buffer is never read), so equal states give equal parts."""
+        (the rest of the buffer is never read), so equal states give equal parts.
+
+        ``routers`` (key indices) limits the ``router/<k>`` parts to those keys: a checkpoint
+        writes only the routers that trained since the last one (a router changes only when its
+        window fills), which at 1,000 keys is most of the state's bytes."""
         K = self.n_keys
         meta = {"format": FORMAT, "n_keys": K, "n_classes": self.n_classes, "fixed_classes": self.fixed_classes,
                 "params": {name: getattr(self, name) for name in _PARAMS}}
@@ -287,7 +291,8 @@ class KeyedDriftMoE:
             "window": pack_arrays({"X": self._win_x[filled], "M": self._win_m[filled]}),
             "trees": pack_arrays(self.pool.to_arrays()),
         }
-        parts.update({f"router/{k}": r.to_state() for k, r in enumerate(self.routers)})
+        keys = range(K) if routers is None else sorted(int(k) for k in routers)
+        parts.update({f"router/{k}": self.routers[k].to_state() for k in keys})
         return parts
 
     @classmethod

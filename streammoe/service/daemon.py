@@ -94,9 +94,9 @@ def make_store(settings: Settings, ping: bool = True) -> Any:
     kw = settings.redis.client_kwargs()
     kw["retry"] = Retry(ExponentialBackoff(cap=1.0, base=0.05), 2)
     if settings.redis.cluster:
-        from redis.cluster import RedisCluster
+        from ..state.redis_store import cluster_client
 
-        client = RedisCluster.from_url(settings.redis.url, **kw)
+        client = cluster_client(settings.redis.url, **kw)  # connects now: may raise StoreUnavailableError
     else:
         client = redis.Redis.from_url(settings.redis.url, **kw)
     hmac_key = settings.redis.hmac_key.get_secret_value() if settings.redis.hmac_key else None
@@ -215,7 +215,10 @@ class Daemon:
         self.store = store
         new_model, from_parts = (model_factory or _default_model_factory)(dict(settings.model.params))
         self._from_parts = from_parts
-        self.cfg = OwnerConfig.from_settings(settings, new_model)
+        try:
+            self.cfg = OwnerConfig.from_settings(settings, new_model)
+        except ValueError as exc:  # e.g. model.params the keyed pool cannot run
+            raise DaemonError(str(exc)) from exc
         self.metrics = DaemonMetrics()
         self.owners: dict[int, PartitionOwner] = {}
         self.fenced: set[int] = set()
@@ -262,8 +265,8 @@ class Daemon:
         try:
             if self.store is None:
                 # Redis may come up after the daemon (compose, restarts): wait for it with the backoff
-                store = make_store(s, ping=False)
-                self.checkpoints.retrying("connect", store.ping)
+                # (a Redis Cluster client connects while it is made, so making it is retried too)
+                store = self.checkpoints.retrying("connect", lambda: make_store(s))
                 self.store = self.checkpoints.store = store
             # the sender child starts (interpreter, imports) while we build the consumer
             self._producer = make_sender(s.kafka.producer_kwargs(**self._producer_overrides),
@@ -704,6 +707,9 @@ class Daemon:
                 m.checkpoint_age.labels(label).set(now - owner.last_checkpoint if owner.changed else 0.0)
                 usage = None
                 actions: dict[str, int] = {}
+                if owner.pool is not None and owner.pool.model is not None:  # keyed pool: usage per key
+                    n_models += owner.pool.n_keys
+                    usage = owner.pool.model.usage.sum(axis=0).astype(float)
                 for model in owner.models.values():
                     n_models += 1
                     u = np.asarray(model.expert_usage(), dtype=float)

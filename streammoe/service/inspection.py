@@ -2,8 +2,9 @@
 pending labels, fencing epochs and the last checkpoint.
 
 Read-only: it never claims an epoch or writes, so it is safe to run next to live daemons.
-Blobs are only parsed as far as the JSON metadata (``meta`` part, ``daemon`` extra); the
-arrays are counted in bytes, not decoded.
+Blobs are only parsed as far as the JSON metadata (``meta`` part, ``daemon`` extra; for a
+keyed pool also its ``stats`` arrays, for the per-key counts); the other arrays are counted in
+bytes, not decoded.
 """
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import json
 import time
 from typing import Any, Optional
 
+from ..state.codec import unpack_arrays
+from .keyed_pool import split_pool_parts
 from .owner import DAEMON_EXTRA, GUARD_EXTRA, split_part
 
 __all__ = ["inspect_store", "format_report"]
@@ -33,8 +36,9 @@ def inspect_store(store: Any, names: Optional[list[str]] = None, now: Optional[f
     out = []
     for name in (names if names is not None else store.names()):
         ck = store.load(name)
+        pool, plain = split_pool_parts(ck.parts.items())
         models: dict[Optional[str], dict] = {}
-        for pname, blob in ck.parts.items():
+        for pname, blob in plain.items():
             key, part = split_part(pname)
             models.setdefault(key, {})[part] = blob
         model_rows = []
@@ -48,6 +52,8 @@ def inspect_store(store: Any, names: Optional[list[str]] = None, now: Optional[f
                 "classes": meta.get("classes"), "n_features": len(meta.get("features") or []),
                 "experts": [{"part": p, "bytes": len(parts[p])} for p in experts],
             })
+        if pool:
+            model_rows += _pool_rows(pool)
         daemon = {}
         if DAEMON_EXTRA in ck.extra:
             try:
@@ -63,6 +69,27 @@ def inspect_store(store: Any, names: Optional[list[str]] = None, now: Optional[f
             "daemon": daemon,
         })
     return out
+
+
+def _pool_rows(parts: dict[str, bytes]) -> list[dict]:
+    """One row per key of a keyed pool (``serve.keyed_engine = "pool"``): its router's bytes and
+    learned count; the trees of all keys share one part, shown as the pool's ``trees`` expert."""
+    try:
+        index, meta = json.loads(parts["index"]), json.loads(parts["meta"])
+        stats = unpack_arrays(parts["stats"])
+        keys, params = list(index["keys"]), meta["params"]
+    except (KeyError, ValueError, TypeError) as exc:
+        return [{"key": None, "error": f"keyed pool parts unreadable: {exc!r}", "bytes": 0, "parts": len(parts),
+                 "n_learned": None, "n_experts": None, "classes": None, "n_features": 0, "experts": []}]
+    shared = [{"part": "pool/" + p, "bytes": len(parts[p])} for p in ("trees", "window", "stats") if p in parts]
+    rows = []
+    for k, key in enumerate(keys):
+        router = parts.get(f"router/{k}", b"")
+        rows.append({"key": key, "bytes": len(router), "parts": 1, "n_learned": int(stats["n_learned"][k]),
+                     "n_experts": params.get("n_experts"), "classes": index.get("labels"),
+                     "n_features": len(index.get("features") or []), "pool": True,
+                     "experts": [{"part": f"pool/router/{k}", "bytes": len(router)}] + shared})
+    return sorted(rows, key=lambda r: r["key"])
 
 
 def _size(n: Optional[int]) -> str:

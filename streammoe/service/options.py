@@ -22,6 +22,10 @@ class ServeSettings(BaseModel):
 
     model_per: Literal["partition", "key"] = Field(
         "partition", description="one model per input partition, or one per event 'key' within a partition")
+    keyed_engine: Literal["pool", "models"] = Field(
+        "pool", description="with model_per = 'key': 'pool' runs the partition's keys as one KeyedDriftMoE "
+                            "(batched; data-mode tree experts only, strict features; key i is seeded "
+                            "model.params.seed + i); 'models' keeps one DriftMoE per key (any model.params)")
     max_keys_per_partition: int = Field(
         10_000, gt=0, description="keyed models one partition may hold; events of further keys are "
                                   "dead-lettered (too_many_keys) so a key flood cannot exhaust memory")

@@ -12,7 +12,9 @@ skipped, and the final state equals that of an uninterrupted run.
 Redis layout (one state hash per partition, see :mod:`streammoe.state.redis_store`):
 
 * model parts as ``DriftMoE.state_parts`` names; keyed models (``serve.model_per = "key"``)
-  under ``k/<url-quoted key>/<part>``, so all keys of a partition commit atomically;
+  either as one keyed pool (``serve.keyed_engine = "pool"``: a :class:`KeyedDriftMoE`, parts
+  under ``pool/``, see :mod:`streammoe.service.keyed_pool`) or one DriftMoE per key under
+  ``k/<url-quoted key>/<part>`` (``"models"``); either way all keys of a partition commit atomically;
 * extras: ``daemon`` (counters, stream time, event watermark, pending sequence: JSON),
   ``guard:<key>`` (the feature set / label type an event must match: JSON) and ``early``
   (labels that came before their event, :mod:`.early`: JSON);
@@ -40,6 +42,7 @@ from urllib.parse import quote, unquote
 from .. import __version__
 from ..state.redis_store import CommitResult
 from .early import EarlyLabel, EarlyLabels
+from .keyed_pool import KeyedPool, pool_params, split_pool_parts
 from .pending import PendingEvent, PendingLabels
 from .schema import DeadLetter, DecodeLimits, Event, ReasonCode, decode_event, decode_label, encode_prediction
 
@@ -102,10 +105,17 @@ class OwnerConfig:
     max_keys: int = 10_000
     strict_features: bool = True
     classes: Optional[tuple] = None
+    #: keyed models as one KeyedDriftMoE per partition (``serve.keyed_engine = "pool"``), built
+    #: with these KeyedDriftMoE keywords; ``None``: a dict of ``new_model()`` per key
+    pool_params: Optional[dict] = None
 
     @classmethod
     def from_settings(cls, settings: Any, new_model: Callable[[], Any]) -> "OwnerConfig":
         serve = settings.serve
+        pooled = serve.model_per == "key" and serve.keyed_engine == "pool"
+        if pooled and serve.feature_policy != "strict":
+            raise ValueError("serve.keyed_engine = 'pool' needs serve.feature_policy = 'strict' "
+                             "(the pool's keys share one fixed feature layout)")
         return cls(
             base_name=settings.model.name, input_topic=settings.kafka.input_topic,
             labels_topic=settings.kafka.labels_topic, new_model=new_model,
@@ -116,6 +126,7 @@ class OwnerConfig:
             keyed=serve.model_per == "key", max_keys=serve.max_keys_per_partition,
             strict_features=serve.feature_policy == "strict",
             classes=tuple(serve.classes) if serve.classes is not None else None,
+            pool_params=pool_params(dict(settings.model.params)) if pooled else None,
         )
 
 
@@ -177,7 +188,8 @@ class PartitionOwner:
                  guards: Optional[dict] = None, offsets: Optional[dict] = None,
                  pending: Optional[PendingLabels] = None, stream_time: float = float("-inf"),
                  stats: Optional[OwnerStats] = None, stored_parts: Optional[dict] = None,
-                 early: Optional[EarlyLabels] = None, event_time_ms: Optional[int] = None):
+                 early: Optional[EarlyLabels] = None, event_time_ms: Optional[int] = None,
+                 pool: Optional[KeyedPool] = None):
         self.cfg = cfg
         self.partition = int(partition)
         self.epoch = int(epoch)
@@ -185,6 +197,9 @@ class PartitionOwner:
         self.input_key = f"{cfg.input_topic}:{self.partition}"
         self.labels_key = f"{cfg.labels_topic}:{self.partition}" if cfg.labels_topic else None
         self.models: dict[Optional[str], Any] = dict(models or {})
+        #: serve.keyed_engine = "pool": all keyed models of the partition (``models`` stays empty)
+        self.pool = pool if pool is not None else (
+            KeyedPool(cfg.pool_params, cfg.classes) if cfg.keyed and cfg.pool_params is not None else None)
         self.guards: dict[Optional[str], Guard] = dict(guards or {})
         self.offsets: dict[str, int] = dict(offsets or {})
         self.pending = pending or PendingLabels(cfg.pending_max, cfg.pending_ttl_s,
@@ -213,8 +228,18 @@ class PartitionOwner:
         name = state_name(cfg.base_name, cfg.input_topic, partition)
         epoch = store.claim(name)
         ck = store.load(name)
+        pool_parts, plain = split_pool_parts(ck.parts.items())
+        pool = None
+        if pool_parts:
+            if cfg.pool_params is None:
+                raise ValueError(f"partition {partition} holds a keyed pool (serve.keyed_engine = 'pool'); "
+                                 f"this daemon runs another engine")
+            pool = KeyedPool.from_parts(pool_parts, cfg.pool_params, cfg.classes)
+        elif plain and cfg.pool_params is not None:
+            raise ValueError(f"partition {partition} holds per-key DriftMoE models (serve.keyed_engine = "
+                             f"'models'); this daemon runs the keyed pool")
         by_key: dict[Optional[str], dict[str, bytes]] = {}
-        for pname, blob in ck.parts.items():
+        for pname, blob in plain.items():
             key, part = split_part(pname)
             by_key.setdefault(key, {})[part] = blob
         models = {key: model_from_parts(parts) for key, parts in by_key.items()}
@@ -236,7 +261,7 @@ class PartitionOwner:
                     stream_time=float(st) if st is not None else float("-inf"),
                     stats=OwnerStats.from_json(daemon.get("stats", {})),
                     stored_parts={k: set(v) for k, v in by_key.items()}, early=early,
-                    event_time_ms=int(et) if et is not None else None)
+                    event_time_ms=int(et) if et is not None else None, pool=pool)
         owner.last_checkpoint_wall = ck.ts
         return owner
 
@@ -335,7 +360,8 @@ class PartitionOwner:
     def _check_event(self, mkey: Optional[str], ev: Event) -> Optional[tuple[ReasonCode, str]]:
         guard = self.guards.get(mkey)
         if guard is None:
-            if mkey not in self.models and len(self.guards.keys() | self.models.keys()) >= self.cfg.max_keys:
+            known = self.guards.keys() | self.models.keys() | (self.pool.index.keys() if self.pool else set())
+            if mkey not in known and len(known) >= self.cfg.max_keys:
                 return (ReasonCode.TOO_MANY_KEYS,
                         f"partition {self.partition} already holds {self.cfg.max_keys} keyed models "
                         f"(serve.max_keys_per_partition); key {mkey!r} is new")
@@ -352,13 +378,19 @@ class PartitionOwner:
                 return ReasonCode.UNKNOWN_LABEL, problem
         if fix_features:  # only an accepted event fixes the feature set
             guard.features, guard.dirty = frozenset(ev.x), True
+            if self.pool is not None and self.pool.features is None:  # ... and the pool's columns
+                self.pool.features = list(ev.x)
         return None
 
     def _new_guard(self, mkey: Optional[str]) -> Guard:
         """A guard for a model seen for the first time (derived from a loaded model's state)."""
         model = self.models.get(mkey)
         guard = Guard(dirty=True)
-        if model is not None:
+        if self.pool is not None:  # one feature layout and label type for the whole partition
+            if self.pool.features is not None:
+                guard.features = frozenset(self.pool.features)
+            guard.label_type = self.pool.label_type()
+        elif model is not None:
             if model.features_:
                 guard.features = frozenset(model.features_)
             if model.classes_:
@@ -408,6 +440,9 @@ class PartitionOwner:
         if not self._ops:
             return
         ops, self._ops = self._ops, []
+        if self.pool is not None:  # every key of the partition in one keyed-pool call
+            self._finish(ops, self._run_pool(ops, sink), sink)
+            return
         by_model: dict[Optional[str], list[int]] = {}
         for i, op in enumerate(ops):
             by_model.setdefault(op[1], []).append(i)
@@ -443,6 +478,35 @@ class PartitionOwner:
             if op[3] is not None:
                 version += 1
         model.last_expert = last  # learning steps do not answer (as in learn_batch)
+        return results
+
+    def _run_pool(self, ops: list, sink: Sink) -> list:
+        """All queued steps of every key in one keyed-pool call (predicting is pure there, so
+        predictions and learning steps interleave exactly as run one by one); a refused batch is
+        retried step by step, so only the refused events are dead-lettered."""
+        pool = self.pool
+        try:
+            out = pool.predict_learn([op[1] for op in ops], [op[2] for op in ops], [op[3] for op in ops])
+            return [res if op[0] is _PREDICT else True for op, res in zip(ops, out)]
+        except ValueError:
+            pass
+        results: list = []
+        for op in ops:
+            try:
+                res = pool.predict_learn([op[1]], [op[2]], [op[3]])[0]
+            except ValueError as exc:
+                rec = op[4]
+                if op[0] is _PREDICT:
+                    dl = DeadLetter(ReasonCode.PROCESSING_ERROR, f"the model refused the event: {exc}",
+                                    rec.value, self.cfg.input_topic, self.partition, rec.offset)
+                else:
+                    dl = DeadLetter(ReasonCode.PROCESSING_ERROR, f"the model refused the labelled event "
+                                    f"{op[5].id!r}: {exc}", rec.value, self.cfg.labels_topic, self.partition,
+                                    rec.offset)
+                self._dead(sink, dl, rec.key)
+                results.append(None if op[0] is _PREDICT else False)
+                continue
+            results.append(res if op[0] is _PREDICT else True)
         return results
 
     def _run_by_kind(self, model: Any, ops: list, sink: Sink) -> list:
@@ -669,6 +733,8 @@ class PartitionOwner:
                 remove += [prefix + p for p in sorted(gone)]
             parts.update({prefix + p: b for p, b in blobs.items()})
             written[mkey] = set(blobs)
+        if self.pool is not None:
+            parts.update(self.pool.dirty_parts())
         extra = {DAEMON_EXTRA: json.dumps(self._daemon_json(), separators=(",", ":"), sort_keys=True).encode()}
         for mkey, guard in self.guards.items():
             if guard.dirty:
@@ -678,6 +744,8 @@ class PartitionOwner:
         put, dels = self.pending.changes()
         result = store.commit(self.name, parts, dict(self.offsets), self.epoch, extra, remove=remove,
                               pending_put=put, pending_del=dels, require_epoch=True)
+        if self.pool is not None:
+            self.pool.mark_clean()
         for mkey, model in self.models.items():
             model.mark_clean()
             names = self._stored.setdefault(mkey, set())
@@ -703,7 +771,8 @@ class PartitionOwner:
             "stream_time": self.stream_time if self.stream_time != float("-inf") else None,
             "event_time_ms": self.event_time_ms,
             "pending_seq": self.pending.next_seq, "stats": self.stats.to_json(),
-            "models": len(self.models), "owner": f"{socket.gethostname()}:{os.getpid()}",
+            "models": len(self.models) if self.pool is None else self.pool.n_keys,
+            "owner": f"{socket.gethostname()}:{os.getpid()}",
         }
 
 

@@ -303,9 +303,9 @@ class RedisSettings(_Section):
         import redis
 
         if self.cluster:
-            from redis.cluster import RedisCluster
+            from ..state.redis_store import cluster_client
 
-            return RedisCluster.from_url(self.url, **self.client_kwargs())
+            return cluster_client(self.url, **self.client_kwargs())
         return redis.Redis.from_url(self.url, **self.client_kwargs())
 
 

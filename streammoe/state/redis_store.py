@@ -18,6 +18,13 @@ when a newer owner has claimed the model (fencing), otherwise a consumer that lo
 partition could overwrite the new owner's state.  A Lua script does the epoch check and all
 writes atomically, also on Redis Cluster (single slot thanks to the hash tag).
 
+Redis Cluster: pass a ``redis.cluster.RedisCluster`` client (settings: ``redis.cluster = true``).
+The daemon names a partition's model ``<model>/<topic>/<partition>``, so the hash tag puts the
+state hash (parts, both offsets, epoch), the pending hash and its deadline set of one partition
+in one slot - the commit script runs on the one master that owns it - while the partitions of
+a topic spread over the masters.  Tested on a real three-master cluster
+(``tests/test_redis_store.py``, ``tests/test_cluster.py``).
+
 Blobs are opaque bytes (made by :mod:`streammoe.state.codec`; never pickled).  With an
 ``hmac_key``, every blob is signed with a key derived from (model, field), so a tampered
 blob - or one copied into another field or model - is refused on read with
@@ -39,7 +46,8 @@ import redis
 
 from .codec import StateFormatError, sign, verify
 
-__all__ = ["RedisStore", "Checkpoint", "CommitResult", "FencedError", "StateLostError", "StoreUnavailableError"]
+__all__ = ["RedisStore", "cluster_client", "Checkpoint", "CommitResult", "FencedError", "StateLostError",
+           "StoreUnavailableError"]
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.:/=@+\-]{1,200}$")
 _PART, _OFFSET, _EXTRA = b"p:", b"o:", b"x:"
@@ -219,6 +227,10 @@ def _translate_errors(fn: Callable[..., T]) -> Callable[..., T]:
             return fn(self, *args, **kwargs)
         except redis.exceptions.AuthenticationError as exc:
             raise StoreAuthError(self._auth_message(exc)) from exc
+        except (redis.exceptions.ClusterDownError, redis.exceptions.TryAgainError,
+                redis.exceptions.RedisClusterException) as exc:
+            # a cluster node down or slots moving: like an unreachable server, wait and retry
+            raise StoreUnavailableError(f"Redis Cluster at {self.target} is not available: {exc}") from exc
         except redis.exceptions.ResponseError as exc:
             if str(exc).startswith(("NOAUTH", "WRONGPASS")):
                 raise StoreAuthError(self._auth_message(exc)) from exc
@@ -227,6 +239,38 @@ def _translate_errors(fn: Callable[..., T]) -> Callable[..., T]:
             raise StoreUnavailableError(f"cannot reach Redis at {self.target}: {exc}{self._tls_hint(exc)}") from exc
 
     return wrapper
+
+
+def _is_cluster(client: Any) -> bool:
+    try:
+        from redis.cluster import RedisCluster
+    except ImportError:  # pragma: no cover - redis-py always has it since 4.1
+        return False
+    return isinstance(client, RedisCluster)
+
+
+def cluster_client(url: str, **kwargs: Any) -> Any:
+    """``redis.cluster.RedisCluster.from_url(url, **kwargs)`` with its start-up failures as this
+    module's errors.
+
+    Why: unlike ``redis.Redis``, a cluster client connects in its constructor (to learn which
+    node serves which slots), so an unreachable cluster or refused credentials surface here,
+    before any store call could translate them; callers that wait for Redis (``serve``) retry on
+    :class:`StoreUnavailableError` and fail fast on :class:`StoreAuthError`."""
+    from redis.cluster import RedisCluster
+
+    where = f"Redis Cluster at {url.rsplit('@', 1)[-1]}"
+    try:
+        return RedisCluster.from_url(url, **kwargs)
+    except redis.exceptions.AuthenticationError as exc:
+        raise StoreAuthError(f"{where} rejected the credentials or needs a password: {exc}") from exc
+    except redis.exceptions.ResponseError as exc:
+        if str(exc).startswith(("NOAUTH", "WRONGPASS")):
+            raise StoreAuthError(f"{where} rejected the credentials or needs a password: {exc}") from exc
+        raise
+    except (redis.exceptions.RedisClusterException, redis.exceptions.ConnectionError,
+            redis.exceptions.TimeoutError) as exc:
+        raise StoreUnavailableError(f"cannot reach {where}: {exc}") from exc
 
 
 def _check_name(name: str) -> str:
@@ -253,7 +297,11 @@ class RedisStore:
 
     def __init__(self, client: Any, *, prefix: str = "smoe", hmac_key: bytes | str | None = None,
                  pending_max: int = 100_000):
-        kwargs = getattr(getattr(client, "connection_pool", None), "connection_kwargs", {}) or {}
+        self.cluster = _is_cluster(client)
+        if self.cluster:
+            kwargs = dict(client.get_connection_kwargs() or {})
+        else:
+            kwargs = getattr(getattr(client, "connection_pool", None), "connection_kwargs", {}) or {}
         if kwargs.get("decode_responses"):
             raise ValueError("RedisStore needs a client with decode_responses=False (blobs are binary)")
         if not _NAME_RE.match(prefix) or ":" in prefix:
@@ -264,9 +312,10 @@ class RedisStore:
         self.prefix = prefix
         self.pending_max = int(pending_max)
         self._hmac_key = _b(hmac_key) if hmac_key else None
-        self.target = self._describe(kwargs)
+        self.target = self._describe_cluster(client) if self.cluster else self._describe(kwargs)
         self._has_password = bool(kwargs.get("password") or kwargs.get("credential_provider"))
-        conn_class = getattr(getattr(client, "connection_pool", None), "connection_class", None)
+        conn_class = kwargs.get("connection_class") if self.cluster else \
+            getattr(getattr(client, "connection_pool", None), "connection_class", None)
         self._tls = "SSL" in getattr(conn_class, "__name__", "") or bool(kwargs.get("ssl"))
         self._commit = client.register_script(_COMMIT_LUA)
         self._write = client.register_script(_WRITE_LUA)
@@ -294,6 +343,11 @@ class RedisStore:
         if kwargs.get("path"):
             return f"unix:{kwargs['path']}"
         return f"{kwargs.get('host', '?')}:{kwargs.get('port', '?')}/{kwargs.get('db', 0)}"
+
+    @staticmethod
+    def _describe_cluster(client: Any) -> str:
+        nodes = getattr(getattr(client, "nodes_manager", None), "startup_nodes", {}) or {}
+        return "cluster " + (",".join(sorted(nodes)) or "?")
 
     def _tls_hint(self, exc: Exception) -> str:
         """A likely cause for TLS-related connection failures, whose raw text rarely says it."""

@@ -5,6 +5,7 @@ same real software instead of mocks.  Nothing here is needed in production.
 """
 from .services import (
     TEST_CONSUMER_CONFIG,
+    RedisClusterServers,
     RedisServer,
     RedisUser,
     S3Server,
@@ -21,7 +22,8 @@ from .services import (
 from .tls import TLSFiles, make_tls_files
 
 __all__ = [
-    "TEST_CONSUMER_CONFIG", "RedisServer", "RedisUser", "S3Server", "ServiceError", "TLSFiles", "make_tls_files",
+    "TEST_CONSUMER_CONFIG", "RedisClusterServers", "RedisServer", "RedisUser", "S3Server", "ServiceError",
+    "TLSFiles", "make_tls_files",
     "redis_supports_tls", "TansuBroker", "create_topics",
     "find_redis_server", "find_tansu", "free_port", "produce_values", "read_topic",
 ]

@@ -473,6 +473,127 @@ class RedisServer(_Process):
         return self.start(timeout)
 
 
+def free_cluster_port(host: str = _HOST, tries: int = 200) -> int:
+    """A free port ``p`` whose cluster-bus port ``p + 10000`` is free too (Redis Cluster nodes
+    listen on both)."""
+    for _ in range(tries):
+        port = free_port(host)
+        if port + 10000 > 65535:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind((host, port + 10000))
+            except OSError:
+                continue
+        return port
+    raise ServiceError(f"no free port pair (p, p + 10000) on {host} after {tries} tries")
+
+
+class RedisClusterServers:
+    """A Redis Cluster of ``masters`` local ``redis-server`` processes (no replicas).
+
+    Why: keys of one partition must share a hash slot (hash tags) for its Lua commit to run at
+    all on a cluster, and only a real cluster refuses a script whose keys span slots
+    (``CROSSSLOT``).  The cluster is formed the way ``redis-cli --cluster create`` does it, by
+    hand through redis-py: each node gets an equal range of the 16384 slots (``CLUSTER
+    ADDSLOTS``) and a distinct config epoch, the first node meets the others (``CLUSTER MEET``),
+    and :meth:`start` returns once every node reports ``cluster_state:ok`` and knows all
+    the others.
+
+    >>> with RedisClusterServers() as cluster:   # doctest: +SKIP
+    ...     client = cluster.client()             # a redis.cluster.RedisCluster
+    """
+
+    SLOTS = 16384
+
+    def __init__(self, workdir: str | os.PathLike | None = None, masters: int = 3, *,
+                 binary: str | None = None, node_timeout_ms: int = 5000):
+        if masters < 1:
+            raise ValueError(f"masters must be >= 1, got {masters}")
+        self._own_dir = workdir is None
+        self.workdir = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="smoe-rcluster-"))
+        self.nodes: list[RedisServer] = []
+        for i in range(masters):
+            port = free_cluster_port()
+            self.nodes.append(RedisServer(
+                self.workdir / f"node{i}", port, binary=binary,
+                extra_args=["--cluster-enabled", "yes", "--cluster-config-file", f"nodes-{port}.conf",
+                            "--cluster-node-timeout", str(int(node_timeout_ms))]))
+
+    @property
+    def url(self) -> str:
+        """A ``redis://`` URL of one node (``RedisCluster.from_url`` discovers the others)."""
+        return self.nodes[0].url
+
+    @property
+    def ports(self) -> list[int]:
+        return [n.port for n in self.nodes]
+
+    def client(self, **kwargs: Any):
+        """A ``redis.cluster.RedisCluster`` client (binary-safe unless told otherwise)."""
+        from redis.cluster import RedisCluster
+
+        return RedisCluster(host=self.nodes[0].host, port=self.nodes[0].port, **kwargs)
+
+    def slot_ranges(self) -> list[tuple[int, int]]:
+        """The ``[first, last]`` slots given to each node, in node order."""
+        n = len(self.nodes)
+        return [(i * self.SLOTS // n, (i + 1) * self.SLOTS // n - 1) for i in range(n)]
+
+    def start(self, timeout: float = 30.0) -> "RedisClusterServers":
+        """Start the nodes, assign the slots, join them; return once the cluster is ok."""
+        try:
+            for node in self.nodes:
+                node.start()
+            clients = [node.client(socket_timeout=5.0) for node in self.nodes]
+            for i, (cli, (lo, hi)) in enumerate(zip(clients, self.slot_ranges())):
+                cli.execute_command("CLUSTER", "SET-CONFIG-EPOCH", i + 1)
+                cli.execute_command("CLUSTER", "ADDSLOTS", *range(lo, hi + 1))
+            for node in self.nodes[1:]:
+                clients[0].execute_command("CLUSTER", "MEET", node.host, node.port)
+            self._wait_ok(clients, timeout)
+            for cli in clients:
+                cli.close()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _wait_ok(self, clients: list, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        want = len(self.nodes)
+        info: dict = {}
+        while True:
+            infos = [self._cluster_info(cli) for cli in clients]
+            if all(i.get("cluster_state") == "ok" and int(i.get("cluster_known_nodes", 0)) == want
+                   and int(i.get("cluster_slots_ok", 0)) == self.SLOTS for i in infos):
+                return
+            info = infos[0]
+            if time.monotonic() > deadline:
+                raise ServiceError(f"Redis Cluster on ports {self.ports} not ok within {timeout:g} s: {info}; "
+                                   f"log {self.nodes[0].log_path}:\n{_log_tail(self.nodes[0].log_path)}")
+            time.sleep(0.05)
+
+    @staticmethod
+    def _cluster_info(cli: Any) -> dict:
+        raw = cli.execute_command("CLUSTER", "INFO")
+        text = raw.decode() if isinstance(raw, bytes) else str(raw)
+        return dict(line.split(":", 1) for line in text.strip().splitlines() if ":" in line)
+
+    def stop(self) -> None:
+        """Stop every node (idempotent)."""
+        for node in self.nodes:
+            node.stop()
+
+    def __enter__(self) -> "RedisClusterServers":
+        return self.start()
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.stop()
+        if self._own_dir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+
 def create_topics(bootstrap: str, topics: Mapping[str, int] | Iterable[str], partitions: int = 1,
                   timeout: float = 30.0, **client_kwargs: Any) -> None:
     """Create topics (``{name: n_partitions}`` or names with ``partitions`` each) and wait
