@@ -339,7 +339,10 @@ class DriftMoE(base.MiniBatchClassifier):
         """The compiled per-event step (one kernel call per ``predict_one`` / ``learn_one``) when it
         applies: array trees (``engine='numba'``), no drift policy, no frozen expert, at most
         ``PAIRWISE_MAX`` (128) experts, one router input per feature.  Other configurations
-        (adaptive, neural, heterogeneous pools) keep the Python per-event path."""
+        (adaptive, neural, heterogeneous pools) keep the Python per-event path, and so do the
+        growth events of a batch (``_python_step``; both paths give the same bits)."""
+        if getattr(self, "_python_step", False):
+            return None
         if self._router.n_inputs != len(self._features.names):
             # the kernel feeds the feature vector itself to the router: an encoded input (e.g. a
             # one-hot block per categorical feature) is the Python path's job
@@ -608,7 +611,9 @@ class DriftMoE(base.MiniBatchClassifier):
         all_labelled = None not in labels
         while i < n:
             if grows[i] or not self._labels.classes:
-                out.append(self._predict_learn_one(xs[i], labels[i], proba))  # growth: the exact per-event path
+                # growth: the exact per-event path, in Python: a batch has no use for the compiled
+                # per-event kernels, whose first compilation would cost a cold run ~25 s
+                out.append(self._predict_learn_one(xs[i], labels[i], proba, compiled_step=False))
                 i += 1
                 if labels[i - 1] is not None:  # only learning adds features or classes
                     grows[i:] = self._growth_flags(xs[i:], labels[i:], R is not None)
@@ -639,11 +644,16 @@ class DriftMoE(base.MiniBatchClassifier):
             return [y is not None and y not in known for y in labels]
         return [y is not None and (y not in known or not x.keys() <= fkeys) for x, y in zip(xs, labels)]
 
-    def _predict_learn_one(self, x: dict, y, proba: bool = True) -> tuple[Any, int | None]:
-        p = self.predict_proba_one(x)
-        answer = (p if proba else (max(p, key=p.get) if p else None), self.last_expert)
-        if y is not None:
-            self.learn_one(x, y)
+    def _predict_learn_one(self, x: dict, y, proba: bool = True,
+                           compiled_step: bool = True) -> tuple[Any, int | None]:
+        self._python_step = not compiled_step
+        try:
+            p = self.predict_proba_one(x)
+            answer = (p if proba else (max(p, key=p.get) if p else None), self.last_expert)
+            if y is not None:
+                self.learn_one(x, y)
+        finally:
+            self._python_step = False
         return answer
 
     def _run_segment(self, xs: list, ys: list, want_proba: bool = True,

@@ -48,6 +48,7 @@ from numba.core.registry import CPUDispatcher
 from ..experts import fast_tree
 from ..experts.fast_tree import TreeArrays, TreePool
 from . import tree_window
+from .backend import is_simulator
 
 __all__ = ["DevicePool", "FMA_CONTROL", "run_trees_cuda", "THREADS_PER_BLOCK"]
 
@@ -196,6 +197,12 @@ class DevicePool:
         self.to_device()
 
     def to_device(self) -> None:
+        if self.pool.n_nominal and not is_simulator():
+            # Measured on an H200 (numba-cuda 0.30.4): the multiway-branch kernels stop with
+            # CUDA_ERROR_ILLEGAL_ADDRESS (the recursive subtree-weight walk is the suspect); the
+            # simulator runs them exactly.  Refuse instead of corrupting the context.
+            raise NotImplementedError("trees with nominal (categorical) features do not run on a real CUDA "
+                                      "device yet; use device='cpu'")
         self.arrays = TreeArrays(*(cuda.to_device(a) for a in self.pool.arrays))
         self.hp = cuda.to_device(self.pool.hp)
         self._on_host = True
