@@ -327,6 +327,11 @@ class PartitionOwner:
         seq = None
         if ev.y is None and self.cfg.labels_topic is not None:
             pending = self.pending
+            earlier = pending.get(ev.id)
+            if earlier is not None and earlier.y_pred is None and self._ops:
+                # the event this one replaces may still be refused by the model (its prediction is
+                # queued): settle it first, so that it ends as one outcome - refused, or evicted
+                self.flush(sink)
             for old, why in pending.add(ev.id, ev.x, key=ev.key if self.cfg.keyed else None, ts=ev.ts,
                                         y_pred=None, offset=rec.offset, event_time=rec.timestamp / 1000.0):
                 self._dead_pending(sink, old, ReasonCode.PENDING_EVICTED, why)
