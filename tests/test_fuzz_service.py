@@ -344,9 +344,11 @@ def test_every_record_ends_as_one_outcome_and_the_books_balance(name, steps_):
 @example(name="delayed", batch=[b'{"id":"e0","x":{"a":1,"b":2},"y":1}', b'{"id":"e1","x":{"a":1e300,"b":2},"y":0}',
                                 b'{"id":"e2","x":{"a":3,"b":2},"y":1}',
                                 b'{"id":"e3","x":{"a":1,"b":2},"y":0,"ts":-1e308}'])
-# an event the model refuses, replaced in the pending set by a later event with its id before the batched
-# model work ran: it must end as one outcome (refused), not also as evicted
+# an event the model refuses that leaves the pending set before the batched model work ran - replaced by a
+# later event with its id, or pushed out by the count bound (3): one outcome (refused), not also evicted
 @example(name="classes", batch=[b'{"id":"e0","x":{"a":0.0,"b":3.4e38}}', b'{"id":"e0","x":{"a":0.0,"b":0.0}}'])
+@example(name="classes", batch=[b'{"id":"e0","x":{"a":0.0,"b":3.4e38}}', b'{"id":"e1","x":{"a":0.0,"b":1.0}}',
+                                b'{"id":"e2","x":{"a":0.0,"b":1.0}}', b'{"id":"e3","x":{"a":0.0,"b":1.0}}'])
 @FAST
 @given(name=st.sampled_from(sorted(CONFIGS)), batch=st.lists(events, min_size=1, max_size=8))
 def test_one_batch_of_anything(name, batch):

@@ -214,6 +214,11 @@ class PartitionOwner:
         self._stored: dict[Optional[str], set[str]] = {k: set(v) for k, v in (stored_parts or {}).items()}
         self._changed = False
         self._ops: list[tuple] = []  # model work queued for flush(), in record order
+        # Pending events that left the set (evicted, expired) while their prediction was still
+        # queued: the model may yet refuse them, so their dead letter waits for the prediction
+        # (pending seq -> (event, reason code, why)); see _dead_pending and _finish.
+        self._queued_seqs: set[int] = set()
+        self._left_while_queued: dict[int, tuple] = {}
         self.events_since_checkpoint = 0
         self.last_checkpoint = time.monotonic()
         self.last_checkpoint_wall: Optional[float] = None
@@ -327,16 +332,13 @@ class PartitionOwner:
         seq = None
         if ev.y is None and self.cfg.labels_topic is not None:
             pending = self.pending
-            earlier = pending.get(ev.id)
-            if earlier is not None and earlier.y_pred is None and self._ops:
-                # the event this one replaces may still be refused by the model (its prediction is
-                # queued): settle it first, so that it ends as one outcome - refused, or evicted
-                self.flush(sink)
             for old, why in pending.add(ev.id, ev.x, key=ev.key if self.cfg.keyed else None, ts=ev.ts,
                                         y_pred=None, offset=rec.offset, event_time=rec.timestamp / 1000.0):
                 self._dead_pending(sink, old, ReasonCode.PENDING_EVICTED, why)
             pe = pending.get(ev.id)
             seq = pe.seq if pe is not None else None
+        if seq is not None:
+            self._queued_seqs.add(seq)
         self._ops.append((_PREDICT, mkey, ev.x, ev.y, rec, ev, seq))
 
     def _settle_early(self, accepted: list, sink: Sink) -> None:
@@ -445,6 +447,7 @@ class PartitionOwner:
         if not self._ops:
             return
         ops, self._ops = self._ops, []
+        self._queued_seqs.clear()
         if self.pool is not None:  # every key of the partition in one keyed-pool call
             self._finish(ops, self._run_pool(ops, sink), sink)
             return
@@ -590,6 +593,7 @@ class PartitionOwner:
                     stats.correct += _same_label(answered.get(pe.seq, pe.y_pred), y)
                 continue
             _, _, _, y, rec, ev, seq = op
+            left = self._left_while_queued.pop(seq, None) if seq is not None else None
             if res is None:  # refused by the model (dead-lettered): it does not wait for a label
                 self._forget_pending(ev.id, seq)
                 continue
@@ -605,6 +609,8 @@ class PartitionOwner:
                 self._forget_pending(ev.id, seq)
                 continue
             sink.prediction(self.partition, rec.key, value, latency)
+            if left is not None:  # it left the pending set before its prediction was made
+                self._dead_pending(sink, *left)
             stats.predicted += 1
             if y is not None:
                 stats.learned += 1
@@ -693,6 +699,9 @@ class PartitionOwner:
         sink.dead(dl, key)
 
     def _dead_pending(self, sink: Sink, pe: PendingEvent, code: ReasonCode, why: str) -> None:
+        if pe.seq in self._queued_seqs:  # not predicted yet: one outcome only, decided by _finish
+            self._left_while_queued[pe.seq] = (pe, code, why)
+            return
         self._changed = True
         self._dead(sink, DeadLetter(code, f"event {pe.id!r}: {why}", pe.event_bytes(), self.cfg.input_topic,
                                     self.partition, pe.offset), pe.key.encode() if pe.key else None)
