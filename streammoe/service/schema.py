@@ -340,15 +340,27 @@ def _fast_label(y: Any, limits: DecodeLimits) -> bool:
     return t is bool
 
 
-def _fast_event(data: Any, limits: DecodeLimits) -> Optional[Event]:
-    """The :class:`Event` of a plainly valid message, or ``None`` (take the full path)."""
+def _fast_object(data: Any, limits: DecodeLimits, field: str) -> Optional[dict]:
+    """The JSON object of a message within the size bound that has ``id`` and ``field``, or ``None``."""
     if type(data) is not bytes or not data or len(data) > limits.max_bytes:
         return None
     try:
         d = _loads(data)
     except _JSONError:
         return None
-    if type(d) is not dict or "id" not in d or "x" not in d:
+    if type(d) is not dict or "id" not in d or field not in d:
+        return None
+    return d
+
+
+def _fast_id(eid: Any, limits: DecodeLimits) -> bool:
+    return type(eid) is str and 0 < len(eid) <= limits.max_id_chars
+
+
+def _fast_event(data: Any, limits: DecodeLimits) -> Optional[Event]:
+    """The :class:`Event` of a plainly valid message, or ``None`` (take the full path)."""
+    d = _fast_object(data, limits, "x")
+    if d is None:
         return None
     keys = d.keys()
     if not keys <= _EVENT_KEYS:
@@ -356,7 +368,7 @@ def _fast_event(data: Any, limits: DecodeLimits) -> Optional[Event]:
             return None
         keys = keys & _EVENT_KEYS
     eid, x = d["id"], d["x"]
-    if type(eid) is not str or not 0 < len(eid) <= limits.max_id_chars or type(x) is not dict:
+    if not _fast_id(eid, limits) or type(x) is not dict:
         return None
     if len(x) > limits.max_features:
         return None
@@ -392,18 +404,13 @@ def _fast_event(data: Any, limits: DecodeLimits) -> Optional[Event]:
 
 def _fast_label_message(data: Any, limits: DecodeLimits) -> Optional[LabelMessage]:
     """The :class:`LabelMessage` of a plainly valid message, or ``None`` (take the full path)."""
-    if type(data) is not bytes or not data or len(data) > limits.max_bytes:
-        return None
-    try:
-        d = _loads(data)
-    except _JSONError:
-        return None
-    if type(d) is not dict or "id" not in d or "y" not in d:
+    d = _fast_object(data, limits, "y")
+    if d is None:
         return None
     if len(d) != 2 and not limits.allow_extra_fields:
         return None
     eid, y = d["id"], d["y"]
-    if type(eid) is not str or not 0 < len(eid) <= limits.max_id_chars or y is None or not _fast_label(y, limits):
+    if not _fast_id(eid, limits) or y is None or not _fast_label(y, limits):
         return None
     cls = _LabelIgnoringExtra if limits.allow_extra_fields else LabelMessage
     return _construct(cls, set(_LABEL_KEYS), {"id": eid, "y": y})
