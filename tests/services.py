@@ -13,6 +13,7 @@ from typing import Callable
 
 from kafka.consumer.fetcher import ConsumerRecord
 
+from streammoe.testing.progress import wait_progressing
 from streammoe.testing.services import TEST_CONSUMER_CONFIG
 
 __all__ = ["TEST_CONSUMER_CONFIG", "unique_name", "wait_until", "wait_progressing", "consume_in_group"]
@@ -32,24 +33,6 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 30.0, interval: f
         if predicate():
             return True
         if time.monotonic() > deadline:
-            return False
-        time.sleep(interval)
-
-
-def wait_progressing(done: Callable[[], bool], progress: Callable[[], object], stall_s: float = 180.0,
-                     interval: float = 0.05) -> bool:
-    """Poll ``done`` until it is true; give up (returning False) only when ``progress()`` has not
-    changed for ``stall_s`` seconds.  A slow or busy machine just takes longer; a stuck run
-    still fails, after ``stall_s`` without progress (make it cover a cold start)."""
-    last, since = progress(), time.monotonic()
-    while True:
-        if done():
-            return True
-        now = time.monotonic()
-        mark = progress()
-        if mark != last:
-            last, since = mark, now
-        elif now - since > stall_s:
             return False
         time.sleep(interval)
 

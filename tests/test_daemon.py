@@ -20,6 +20,7 @@ from streammoe.service.settings import Settings
 from streammoe.state.codec import state_digest
 from streammoe.state.redis_store import RedisStore
 from streammoe.testing import produce_values, read_topic
+from streammoe.testing.progress import processed
 
 PARAMS = {"n_experts": 3, "hidden": 8, "window": 32, "seed": 11}
 STEP = 0.01  # synthetic event times 10 ms apart: every record has its own timestamp
@@ -52,16 +53,6 @@ def produce(kafka_broker: str, topics: dict, events: list, *, partitions: int, l
                  ts_start=ts_start + start * STEP, ts_step=STEP)
     finally:
         producer.close()
-
-
-def processed(*daemons: Daemon) -> tuple[int, int]:
-    """(input records, label records) consumed by the partitions these daemons own now."""
-    ev = lab = 0
-    for d in daemons:
-        for info in d.snapshot().values():
-            ev += info["stats"]["events"]
-            lab += info["stats"]["labels"]
-    return ev, lab
 
 
 def drained(want: tuple, *daemons: Daemon, stall_s: float = 180.0) -> bool:

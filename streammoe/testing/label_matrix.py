@@ -38,6 +38,8 @@ from typing import Any, Optional
 
 import numpy as np
 
+from .progress import processed, wait_progressing
+
 __all__ = ["Case", "Stream", "make_stream", "produce_stream", "daemon_settings", "run_case", "check_case",
            "PARAMS"]
 
@@ -136,26 +138,11 @@ def daemon_settings(bootstrap: str, redis_url: str, topics: dict, *, group: str,
         serve=dict(producer_process=False, **serve), log_json=False)
 
 
-def _processed(daemons: list) -> tuple[int, int]:
-    ev = lab = 0
-    for d in daemons:
-        for info in d.snapshot().values():
-            ev += info["stats"]["events"]
-            lab += info["stats"]["labels"]
-    return ev, lab
-
-
 def _wait(pred, cap_s: float, what: str, progress=None) -> None:
     """Wait until ``pred()``; give up only when ``progress()`` has not changed for ``cap_s``."""
-    last, since = None, time.monotonic()
-    while not pred():
-        now = time.monotonic()
-        mark = progress() if progress is not None else None
-        if mark != last:
-            last, since = mark, now
-        elif now - since > cap_s:
-            raise AssertionError(f"{what}: no progress for {cap_s:.0f} s (at {mark})")
-        time.sleep(0.05)
+    progress = progress or (lambda: None)
+    if not wait_progressing(pred, progress, cap_s):
+        raise AssertionError(f"{what}: no progress for {cap_s:.0f} s (at {progress()})")
 
 
 def run_case(case: Case, bootstrap: str, redis_url: str, *, stall_s: float = 60.0, **serve: Any) -> dict:
@@ -186,14 +173,14 @@ def run_case(case: Case, bootstrap: str, redis_url: str, *, stall_s: float = 60.
             _wait(lambda: len(daemons[0].owners) == case.partitions, stall_s, "first assignment")
             producer.start()
         if case.processes > 1:
-            _wait(lambda: _processed(daemons)[0] > 0, stall_s, "first events", lambda: 0)
+            _wait(lambda: processed(*daemons)[0] > 0, stall_s, "first events", lambda: 0)
             for _ in range(case.processes - 1):
                 daemons.append(Daemon(daemon_settings(bootstrap, redis_url, topics, **cfg)).start_thread())
         if case.mode == "live":
             producer.join()
         want = (case.n_events, n_labels)
-        _wait(lambda: _processed(daemons) == want and sum(len(d.owners) for d in daemons) == case.partitions,
-              stall_s, f"{case.name}: consuming", lambda: _processed(daemons))
+        _wait(lambda: processed(*daemons) == want and sum(len(d.owners) for d in daemons) == case.partitions,
+              stall_s, f"{case.name}: consuming", lambda: processed(*daemons))
         seconds = time.perf_counter() - t0
     finally:
         for d in daemons:
