@@ -32,7 +32,7 @@ import numpy as np
 sys.path.append(str(Path(__file__).resolve().parents[1]))  # after PYTHONPATH: a river-free shim may stand in
 
 from streammoe.gpu.backend import cuda_status, cupy_available  # noqa: E402
-from streammoe.gpu.keyed import KeyedDriftMoE  # noqa: E402
+from streammoe.keyed import KeyedDriftMoE  # noqa: E402
 
 
 def keyed_stream(n_keys: int, per_key: int, d: int, c: int, seed: int):
@@ -89,7 +89,8 @@ def same_state(a: KeyedDriftMoE, b: KeyedDriftMoE) -> dict:
 def tree_kernel_check(args) -> dict:
     """One window through the CPU driver and the CUDA kernel with and without FMA contraction."""
     from streammoe.experts.fast_tree import TreePool
-    from streammoe.gpu import cuda_trees, tree_window
+    from streammoe.gpu import cuda_trees
+    from streammoe.keyed import tree_window
 
     rng = np.random.default_rng(5)
     E, d, c, n = 64, args.features, args.classes, 4000

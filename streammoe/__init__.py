@@ -8,7 +8,7 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 _LAZY = {"DriftMoE": ("model", "DriftMoE"), "PRESETS": ("presets", "PRESETS"),
-         "KeyedDriftMoE": ("gpu.keyed", "KeyedDriftMoE")}
+         "KeyedDriftMoE": ("keyed", "KeyedDriftMoE")}
 
 __all__ = ["DriftMoE", "PRESETS", "KeyedDriftMoE", "__version__"]
 

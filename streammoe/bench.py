@@ -119,7 +119,7 @@ def bench_keyed(n_keys: int, events_per_key: int, seed: int, device: str,
     """Throughput of ``n_keys`` independent models (SEA, keys interleaved) in one KeyedDriftMoE."""
     try:
         from .gpu.backend import resolve_device
-        from .gpu.keyed import KeyedDriftMoE
+        from .keyed import KeyedDriftMoE
     except ImportError as exc:  # pragma: no cover - the gpu package is part of streammoe
         log(f"  keyed: unavailable ({exc})")
         return None

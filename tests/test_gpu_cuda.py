@@ -28,7 +28,8 @@ pytestmark = [
     "(no FMA) and the CPU's log/erf in the device functions"))
 def test_tree_kernel_on_the_gpu_equals_the_cpu_kernel():
     from streammoe.experts.fast_tree import TreePool
-    from streammoe.gpu import cuda_trees, tree_window
+    from streammoe.gpu import cuda_trees
+    from streammoe.keyed import tree_window
 
     rng = np.random.default_rng(0)
     E, d, c, n = 12, 6, 4, 4000  # few enough trees that each learns ~1000 events and splits
@@ -59,7 +60,7 @@ def test_tree_kernel_on_the_gpu_equals_the_cpu_kernel():
 
 
 def test_keyed_model_on_the_gpu_equals_the_cpu():
-    from streammoe.gpu import KeyedDriftMoE
+    from streammoe.keyed import KeyedDriftMoE
 
     rng = np.random.default_rng(1)
     K, d, c, n = 40, 5, 3, 12000
@@ -85,7 +86,7 @@ def test_keyed_model_on_the_gpu_equals_the_cpu():
 def test_cupy_router_training_is_close_to_numpy():
     import cupy
 
-    from streammoe.gpu.router_batch import train_routers
+    from streammoe.keyed.router_batch import train_routers
     from streammoe.routers.mlp import MLPRouter
 
     rng = np.random.default_rng(2)

@@ -37,7 +37,8 @@ def check_tree_kernel() -> dict:
     """One pool through run_window, the CPU prange driver and the CUDA kernel, window by window."""
     from streammoe.experts.fast_loop import run_window
     from streammoe.experts.fast_tree import TreePool
-    from streammoe.gpu import cuda_trees, tree_window
+    from streammoe.gpu import cuda_trees
+    from streammoe.keyed import tree_window
 
     rng = np.random.default_rng(0)
     E, d, c = 4, 3, 3
@@ -85,7 +86,7 @@ def check_tree_kernel() -> dict:
 
 def check_keyed() -> dict:
     """KeyedDriftMoE with device='cuda' (simulated) against device='cpu' on the same events."""
-    from streammoe.gpu import KeyedDriftMoE
+    from streammoe.keyed import KeyedDriftMoE
 
     rng = np.random.default_rng(1)
     K, d, c, n = 3, 3, 3, 270
@@ -117,7 +118,7 @@ def check_keyed() -> dict:
 def check_keyed_state() -> dict:
     """A simulated-CUDA keyed model saved mid-stream, loaded (on the device and on the CPU) and
     continued, with a key added after the load, against the uninterrupted device run."""
-    from streammoe.gpu import KeyedDriftMoE
+    from streammoe.keyed import KeyedDriftMoE
     from streammoe.state.codec import state_digest
 
     rng = np.random.default_rng(2)
@@ -164,7 +165,8 @@ def check_nominal_tree_kernel() -> dict:
     the CUDA kernel against run_window, window by window."""
     from streammoe.experts.fast_loop import run_window
     from streammoe.experts.fast_tree import TreePool
-    from streammoe.gpu import cuda_trees, tree_window
+    from streammoe.gpu import cuda_trees
+    from streammoe.keyed import tree_window
 
     rng = np.random.default_rng(0)
     E, c, V = 4, 3, 7

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from streammoe.experts import fast_tree as ft
-from streammoe.gpu import CudaUnavailableWarning, KeyedDriftMoE, cuda_available, resolve_device
-from streammoe.gpu.router_batch import train_routers
+from streammoe.gpu import CudaUnavailableWarning, cuda_available, resolve_device
+from streammoe.keyed import KeyedDriftMoE
+from streammoe.keyed.router_batch import train_routers
 from streammoe.routers.mlp import MLPRouter
 
 K, D, C, E, TOP_K = 3, 3, 3, 4, 2

@@ -1,19 +1,25 @@
-"""Parallel kernels for tree pools and keyed models: CPU threads (Numba) or CUDA (Numba-CUDA).
+"""Device code: the tree pool and router kernels compiled for CUDA (Numba-CUDA), CuPy, and the choice of device.
 
-* :class:`~streammoe.gpu.keyed.KeyedDriftMoE` — many independent DriftMoE models (one per key)
-  learned together, one launch for all their trees per router window;
-* :mod:`~streammoe.gpu.tree_window` — the exact "trees in parallel inside a router window"
-  decomposition and its CPU driver;
-* :mod:`~streammoe.gpu.cuda_trees` — the same tree code compiled for CUDA (imported on demand,
-  since importing ``numba.cuda`` decides once whether the simulator is used);
+* :mod:`~streammoe.gpu.cuda_trees` — the tree code of :mod:`streammoe.experts.fast_tree`
+  compiled a second time for CUDA (imported on demand, since importing ``numba.cuda`` decides
+  once whether the simulator is used);
+* :mod:`~streammoe.gpu.cuda_router` — the routers' forward pass on the device;
 * :mod:`~streammoe.gpu.backend` — ``device='cpu'|'cuda'|'auto'`` resolution with a clear
   fallback message.
 
+The keyed models that drive these kernels (and their CPU twins) live in :mod:`streammoe.keyed`.
 Nothing here imports river, so these modules also run where only NumPy and Numba(-CUDA) are
 installed (a GPU box).
 """
 from .backend import DEVICES, CudaUnavailableWarning, cuda_available, resolve_device
-from .keyed import KeyedDriftMoE, KeyedResult
 
-__all__ = ["DEVICES", "CudaUnavailableWarning", "KeyedDriftMoE", "KeyedResult", "cuda_available",
-           "resolve_device"]
+__all__ = ["DEVICES", "CudaUnavailableWarning", "cuda_available", "resolve_device", "KeyedDriftMoE", "KeyedResult"]
+
+
+def __getattr__(name: str):
+    # ``streammoe.gpu.KeyedDriftMoE`` was the old home of the keyed model; kept as an alias.
+    if name in ("KeyedDriftMoE", "KeyedResult"):
+        from .. import keyed
+
+        return getattr(keyed, name)
+    raise AttributeError(f"module 'streammoe.gpu' has no attribute {name!r}")

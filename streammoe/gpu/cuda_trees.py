@@ -5,7 +5,7 @@ the pool's arrays — no allocation (scratch buffers are passed in), no exceptio
 ``math`` functions that CUDA also has — so the *same Python source* is compiled a second time
 with ``numba.cuda.jit(device=True)``: :func:`_device_namespace` clones each function's code
 object into a namespace where the names of the functions it calls point at their CUDA
-versions.  The per-tree window body (:func:`streammoe.gpu.tree_window.tree_events`) is cloned
+versions.  The per-tree window body (:func:`streammoe.keyed.tree_window.tree_events`) is cloned
 the same way.  The math is therefore identical by construction; what can still differ on real
 hardware is floating point:
 
@@ -47,7 +47,7 @@ from numba.core.registry import CPUDispatcher
 
 from ..experts import fast_tree
 from ..experts.fast_tree import TreeArrays, TreePool
-from . import tree_window
+from ..keyed import tree_window
 from .backend import is_simulator
 
 __all__ = ["DevicePool", "FMA_CONTROL", "run_trees_cuda", "THREADS_PER_BLOCK"]
@@ -226,7 +226,7 @@ class DevicePool:
 
 def run_trees_cuda(dpool: DevicePool, E: int, ptr, X, Y, rank, expert_pred, p_true, Pk,
                    contract: bool = False) -> int:
-    """:func:`streammoe.gpu.tree_window.run_trees_cpu` on the device: one thread per tree.
+    """:func:`streammoe.keyed.tree_window.run_trees_cpu` on the device: one thread per tree.
 
     The host arrays ``expert_pred``, ``p_true`` and ``Pk`` are filled in place.  Returns the
     number of launches.  ``contract=True`` runs the variant compiled with NVVM's default FMA

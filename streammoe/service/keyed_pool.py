@@ -38,7 +38,7 @@ _DRIFTMOE_ONLY = {"mode": "data", "experts": None, "adaptive": None}
 def pool_params(params: dict) -> dict:
     """The ``model.params`` as :class:`KeyedDriftMoE` keywords; ``ValueError`` naming what the
     pool cannot do (``engine`` is accepted and ignored: the pool has its own compiled path)."""
-    from ..gpu.keyed import KeyedDriftMoE
+    from ..keyed import KeyedDriftMoE
 
     accepted = set(inspect.signature(KeyedDriftMoE.__init__).parameters) - {"self", "n_keys", "n_features",
                                                                              "n_classes"}
@@ -88,7 +88,7 @@ class KeyedPool:
 
     # --- events ----------------------------------------------------------------------------
     def _prepare(self, keys: list[str], xs: list[dict], ys: list) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        from ..gpu.keyed import KeyedDriftMoE
+        from ..keyed import KeyedDriftMoE
 
         if self.features is None:
             self.features = list(xs[0])
@@ -180,7 +180,7 @@ class KeyedPool:
     @classmethod
     def from_parts(cls, parts: dict[str, bytes], params: dict, classes: Optional[tuple] = None) -> "KeyedPool":
         """Rebuild from the ``pool/`` parts of a partition's hash (prefix already stripped)."""
-        from ..gpu.keyed import KeyedDriftMoE
+        from ..keyed import KeyedDriftMoE
         from ..state.codec import StateFormatError
 
         pool = cls(params, classes)

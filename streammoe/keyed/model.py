@@ -10,11 +10,11 @@ takes events of many keys interleaved and runs, per launch:
 
 1. the router forward pass of every event with its key's router (row-exact compiled forward,
    keys in parallel);
-2. one launch for all K×E trees (:mod:`streammoe.gpu.tree_window`): a Numba ``prange`` over
+2. one launch for all K×E trees (:mod:`streammoe.keyed.tree_window`): a Numba ``prange`` over
    trees on the CPU, one CUDA thread per tree on the GPU;
 3. answers and router targets derived from the stored per-expert predictions;
 4. one Adam step for every key whose window of ``window`` labelled events just filled, batched
-   (:mod:`streammoe.gpu.router_batch`).
+   (:mod:`streammoe.keyed.router_batch`).
 
 A key's events after its window boundary need its updated router, so they go to the next
 launch; a call therefore takes one launch plus one per boundary crossed by some key.
@@ -61,11 +61,11 @@ import numpy as np
 from numba import njit, prange
 
 from ..experts.fast_tree import TreePool
+from ..gpu.backend import CudaUnavailableWarning, cupy_available, resolve_device
 from ..routers.mlp import MLPRouter, softmax
 from ..state.codec import StateFormatError, pack_arrays, pack_json, unpack_arrays, unpack_json
 from ..state.file import as_store
 from . import router_batch, tree_window
-from .backend import CudaUnavailableWarning, cupy_available, resolve_device
 
 __all__ = ["KeyedDriftMoE", "KeyedResult"]
 
@@ -163,7 +163,7 @@ class KeyedDriftMoE:
         self.timings = dict.fromkeys(("forward", "trees", "answer", "train", "other"), 0.0)
         self._grow_keys(int(n_keys), pool_ready=True)
         if self.device == "cuda":
-            from .cuda_trees import DevicePool
+            from ..gpu.cuda_trees import DevicePool
 
             self._dpool = DevicePool(self._pool)
 
@@ -252,7 +252,7 @@ class KeyedDriftMoE:
         """Router logits of the gathered rows, each with its key's router (CPU or device)."""
         if self._dpool is not None:
             if self._drouters is None:
-                from .cuda_router import DeviceRouters
+                from ..gpu.cuda_router import DeviceRouters
 
                 self._drouters = DeviceRouters(fw)
             return self._drouters.logits(rowkey, X)
@@ -346,7 +346,7 @@ class KeyedDriftMoE:
         model._win_x[filled], model._win_m[filled] = win["X"], win["M"]
         model._fw = model._drouters = None
         if model._dpool is not None:
-            from .cuda_trees import DevicePool
+            from ..gpu.cuda_trees import DevicePool
 
             model._dpool = DevicePool(pool)
         return model
@@ -448,7 +448,7 @@ class KeyedDriftMoE:
             p_true = np.zeros((m, E))
             Pk = np.zeros((m, nk, C))
             if self._dpool is not None:
-                from .cuda_trees import run_trees_cuda
+                from ..gpu.cuda_trees import run_trees_cuda
 
                 res.launches += run_trees_cuda(self._dpool, E, ptr, Xs, Ys, rank, expert_pred, p_true, Pk)
             else:
